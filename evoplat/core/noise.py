@@ -1,0 +1,117 @@
+"""Counter-based perturbations: member noise is a pure function of (run seed, generation, key).
+
+Each key's Gaussian vector comes from a Philox-4x32 stream whose 128-bit key is (seed, generation, key):
+any process regenerates it bit for bit, so no noise and no per-member parameter vector ever travels.
+Antithetic pairs (2k, 2k+1) share key k with opposite signs; a strategy that evaluates its parent as
+member 0 gives that member no noise at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import warnings
+
+import numpy as np
+import torch
+
+_MASK32 = (1 << 32) - 1
+
+
+@dataclass
+class Population:
+    """What a generation's members are: member i = center + scale * sign_i * eps(key_i).
+
+    This is all that travels to the workers (plus the generation number and a member range).
+    """
+
+    center: np.ndarray                      # float32 [P]
+    scale: Union[float, np.ndarray]         # a scalar sigma or a float32 [P] vector
+    size: int
+    generation: int
+    antithetic: bool = True
+    parent_first: bool = False              # member 0 is the unperturbed center
+
+    def key_sign(self, i: int) -> tuple[int, float]:
+        """(noise key, sign) of member i; key -1 means no perturbation."""
+        if self.parent_first:
+            if i == 0:
+                return -1, 0.0
+            i -= 1
+        if self.antithetic:
+            return i // 2, (1.0 if i % 2 == 0 else -1.0)
+        return i, 1.0
+
+    @property
+    def num_keys(self) -> int:
+        n = self.size - (1 if self.parent_first else 0)
+        return (n + 1) // 2 if self.antithetic else n
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.center.nbytes + (self.scale.nbytes if isinstance(self.scale, np.ndarray) else 8))
+
+
+class CounterNoise:
+    """Gaussian vectors of dimension `dim` keyed by (seed, generation, key)."""
+
+    def __init__(self, seed: int, dim: int):
+        self.seed = int(seed)
+        self.dim = int(dim)
+
+    def vector(self, generation: int, key: int) -> np.ndarray:
+        k = np.array([(self.seed & _MASK32) | ((generation & _MASK32) << 32), key & ((1 << 64) - 1)],
+                     dtype=np.uint64)
+        rng = np.random.Generator(np.random.Philox(key=k))
+        return rng.standard_normal(self.dim, dtype=np.float32)
+
+    def block(self, generation: int, keys, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Stack the vectors of `keys` as rows of a float32 [len(keys), dim] array."""
+        keys = list(keys)
+        if out is None:
+            out = np.empty((len(keys), self.dim), dtype=np.float32)
+        for row, key in enumerate(keys):
+            if key < 0:
+                out[row] = 0.0
+            else:
+                out[row] = self.vector(generation, key)
+        return out
+
+    def members(self, pop: Population, start: int, stop: int) -> torch.Tensor:
+        """Parameter vectors of members [start, stop) as a float32 tensor [stop-start, P]."""
+        keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
+        eps = torch.from_numpy(self.block(pop.generation, keys))
+        eps.mul_(torch.tensor(signs, dtype=torch.float32).unsqueeze(1))
+        scale = pop.scale if np.isscalar(pop.scale) else readonly_tensor(pop.scale)
+        eps.mul_(scale)
+        return eps.add_(readonly_tensor(pop.center))
+
+    def combine(self, pop: Population, coeffs: np.ndarray, power: int = 1, chunk: int = 64) -> np.ndarray:
+        """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members, regenerating eps chunk by chunk.
+
+        Members sharing a key are merged first, so an antithetic population draws each vector once.
+        """
+        per_key = np.zeros(pop.num_keys, dtype=np.float64)
+        for i, c in enumerate(np.asarray(coeffs, dtype=np.float64)):
+            key, sign = pop.key_sign(i)
+            if key >= 0:
+                per_key[key] += c * (sign if power % 2 else 1.0)
+        total = np.zeros(self.dim, dtype=np.float32)
+        buf = np.empty((chunk, self.dim), dtype=np.float32)
+        for a in range(0, pop.num_keys, chunk):
+            b = min(a + chunk, pop.num_keys)
+            eps = self.block(pop.generation, range(a, b), out=buf[: b - a])
+            if power != 1:
+                eps = eps ** power
+            total += per_key[a:b].astype(np.float32) @ eps
+        return total
+
+
+def readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a (possibly read-only, object-store backed) array, without copying it.
+
+    Callers only read it; torch warns about read-only memory regardless, so the warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(array))

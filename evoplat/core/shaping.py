@@ -1,0 +1,37 @@
+"""Fitness shaping. Non-finite fitness (NaN, +-inf) always ranks worst, so it never steers the center."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sanitize(fitness) -> tuple[np.ndarray, int]:
+    """Replace non-finite values by a value below every finite one; return (fitness, how many)."""
+    f = np.asarray(fitness, dtype=np.float64).copy()
+    bad = ~np.isfinite(f)
+    if bad.any():
+        floor = f[~bad].min() - 1.0 if (~bad).any() else 0.0
+        f[bad] = floor
+    return f, int(bad.sum())
+
+
+def ranks(fitness) -> np.ndarray:
+    """0 for the worst member, N-1 for the best (ties broken by member order, deterministically)."""
+    f, _ = sanitize(fitness)
+    order = np.argsort(f, kind="stable")
+    r = np.empty(len(f), dtype=np.float64)
+    r[order] = np.arange(len(f))
+    return r
+
+
+def centered_ranks(fitness) -> np.ndarray:
+    """Ranks scaled to [-0.5, 0.5] (Salimans et al. 2017)."""
+    n = len(fitness)
+    return ranks(fitness) / max(1, n - 1) - 0.5
+
+
+def nes_utilities(fitness) -> np.ndarray:
+    """Rank-based NES utilities (Wierstra et al. 2014): sum to zero, best member weighted most."""
+    n = len(fitness)
+    rank_from_best = (n - 1) - ranks(fitness)  # 0 = best
+    u = np.maximum(0.0, np.log(n / 2 + 1) - np.log(rank_from_best + 1))
+    return u / u.sum() - 1.0 / n

@@ -1,0 +1,25 @@
+"""Optimizers on an ES gradient estimate: torch's own, driven on a single flat parameter tensor."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.9) -> Callable[[list], torch.optim.Optimizer]:
+    if name == "adam":
+        return lambda params: torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name}")
+
+
+def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state: dict) -> tuple[torch.Tensor, dict]:
+    """One optimizer step of `center` along `grad` (a descent direction convention); returns copies."""
+    param = torch.nn.Parameter(center.clone())
+    opt = make_opt([param])
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    param.grad = grad.to(param.dtype)
+    opt.step()
+    return param.detach(), opt.state_dict()
