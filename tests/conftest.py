@@ -1,0 +1,45 @@
+"""Shared fixtures. One local Ray instance serves the whole session; tests that need their own
+cluster shut it down first, and the next test that asks for `ray_local` starts it again."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture
+def ray_local():
+    import ray
+    if not ray.is_initialized():
+        # 4 logical CPUs on a 2-core machine: lets 3-worker tests schedule; work is small.
+        ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_end():
+    yield
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def synthetic_config(**sections):
+    """A small, fast ES config on synthetic data; keyword arguments override whole sections' keys."""
+    from evoplat.config import build_config
+    raw = {
+        "algorithm": "es", "seed": 3,
+        "data": {"source": "synthetic", "val_size": 64, "synthetic_train": 512, "synthetic_test": 128},
+        "model": {"name": "mlp", "hidden": [16]},
+        "runtime": {"num_workers": 2, "chunk_size": 8, "cpus_per_worker": 1},
+        "run": {"eval_every": 3, "checkpoint_every": 3, "log_every": 100},
+        "es": {"popsize": 24, "generations": 6, "sigma": 0.05, "lr": 0.05, "batch_size": 128},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(name, {}).update(values)
+        else:
+            raw[name] = values
+    return build_config(raw)
