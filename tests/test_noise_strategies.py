@@ -1,0 +1,113 @@
+"""Keyed noise and the ask/tell strategies (pure processes, no Ray)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from evoplat.core.noise import CounterNoise, Population
+from evoplat.core.shaping import centered_ranks, nes_utilities, sanitize
+from evoplat.core.strategies import ElitistES, OpenAIES, SNES, StrategyState
+from evoplat.core.strategies.optim import make_optimizer
+
+
+def test_noise_is_identical_in_another_process():
+    here = CounterNoise(seed=11, dim=1000).vector(generation=3, key=5)
+    code = ("import numpy as np, sys; from evoplat.core.noise import CounterNoise;"
+            "sys.stdout.buffer.write(CounterNoise(11, 1000).vector(3, 5).tobytes())")
+    there = np.frombuffer(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout,
+                          dtype=np.float32)
+    assert np.array_equal(here, there)
+    assert not np.array_equal(here, CounterNoise(11, 1000).vector(4, 5))
+    assert not np.array_equal(here, CounterNoise(12, 1000).vector(3, 5))
+
+
+def test_antithetic_pairs_and_parent():
+    noise = CounterNoise(0, 50)
+    pop = Population(center=np.zeros(50, np.float32), scale=0.5, size=6, generation=2)
+    m = noise.members(pop, 0, 6)
+    torch.testing.assert_close(m[0], -m[1])
+    torch.testing.assert_close(m[2], -m[3])
+    assert not torch.allclose(m[0], m[2])
+    elit = Population(center=np.ones(50, np.float32), scale=0.1, size=3, generation=0, antithetic=False,
+                      parent_first=True)
+    e = noise.members(elit, 0, 3)
+    assert torch.equal(e[0], torch.ones(50))
+    # members are the same whichever sub-range computes them
+    torch.testing.assert_close(noise.members(pop, 3, 5), m[3:5], rtol=0, atol=0)
+
+
+def test_combine_equals_explicit_sum():
+    noise = CounterNoise(4, 30)
+    pop = Population(center=np.zeros(30, np.float32), scale=1.0, size=8, generation=1)
+    coeffs = np.linspace(-1, 1, 8)
+    explicit = (torch.tensor(coeffs, dtype=torch.float32).unsqueeze(1) * noise.members(pop, 0, 8)).sum(0)
+    np.testing.assert_allclose(noise.combine(pop, coeffs, chunk=3), explicit.numpy(), rtol=1e-5, atol=1e-5)
+    squares = (torch.tensor(coeffs, dtype=torch.float32).unsqueeze(1) * noise.members(pop, 0, 8) ** 2).sum(0)
+    np.testing.assert_allclose(noise.combine(pop, coeffs, power=2), squares.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_nonfinite_fitness_ranks_worst():
+    f = np.array([0.5, np.nan, 2.0, -np.inf, np.inf, 1.0])
+    clean, bad = sanitize(f)
+    assert bad == 3 and np.isfinite(clean).all()
+    r = centered_ranks(f)
+    assert r[2] == r.max() and set(np.argsort(r)[:3]) == {1, 3, 4}
+    u = nes_utilities([3.0, 1.0, 2.0, 0.0])
+    assert abs(u.sum()) < 1e-12 and u[0] == u.max()
+
+
+def _drive(strategy, steps, dim=20, seed=0):
+    """Maximise -||x - 1||^2 with exact fitness; returns the final distance to the optimum."""
+    noise = CounterNoise(seed, dim)
+    state = strategy.init(torch.zeros(dim))
+    for _ in range(steps):
+        pop = strategy.ask(state)
+        thetas = noise.members(pop, 0, pop.size)
+        fitness = -((thetas - 1.0) ** 2).sum(1).numpy()
+        state, _ = strategy.tell(state, fitness, noise, pop)
+    return float((state.center - 1).norm()), state
+
+
+@pytest.mark.parametrize("make", [
+    lambda: OpenAIES(32, 0.1, make_optimizer("adam", 0.05)),
+    lambda: OpenAIES(32, 0.1, make_optimizer("sgd", 0.05)),
+    lambda: SNES(32, 0.3, lr_center=1.0),
+    lambda: ElitistES(16, 0.1, success_rule=True),
+])
+def test_strategies_optimise_a_quadratic(make):
+    start = float(torch.ones(20).norm())
+    final, state = _drive(make(), 150)
+    assert final < 0.5 * start
+
+
+def test_elitist_never_worsens_and_state_roundtrips(tmp_path):
+    strat = ElitistES(4, 0.5)
+    noise = CounterNoise(1, 10)
+    state = strat.init(torch.zeros(10))
+    best = -np.inf
+    for _ in range(30):
+        pop = strat.ask(state)
+        fitness = -((noise.members(pop, 0, pop.size) - 1) ** 2).sum(1).numpy()
+        state, info = strat.tell(state, fitness, noise, pop)
+        now = -float(((state.center - 1) ** 2).sum())
+        assert now >= best - 1e-6
+        best = now
+    torch.save(state.to_dict(), tmp_path / "s.pt")
+    again = StrategyState.from_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert torch.equal(again.center, state.center) and again.generation == 30
+
+
+def test_openai_es_state_roundtrip_gives_same_next_step(tmp_path):
+    strat = OpenAIES(8, 0.1, make_optimizer("adam", 0.01))
+    _, state = _drive(strat, 3, dim=6)
+    torch.save(state.to_dict(), tmp_path / "s.pt")
+    restored = StrategyState.from_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    noise = CounterNoise(0, 6)
+    f = np.arange(8, dtype=np.float32)
+    a, _ = strat.tell(state, f, noise, strat.ask(state))
+    b, _ = strat.tell(restored, f, noise, strat.ask(restored))
+    assert torch.equal(a.center, b.center)
