@@ -46,4 +46,10 @@ def report(run_dir: str) -> list[Path]:
         plt.close(fig)
         written.append(out)
         print(f"  wrote {out}")
+    if (run / "enn.pt").is_file():   # a Grad-Instructor run: Grad-CAM of its ENN
+        from .core.grad_instructor_cam import save_gradcam_png
+        png = save_gradcam_png(run / "enn.pt")   # None when the artefact holds no example image
+        if png is not None:
+            written.append(png)
+            print(f"  wrote {png}")
     return written
