@@ -13,7 +13,7 @@ from conftest import synthetic_config
 from evoplat.cli import main
 from evoplat.core.es_eval import ESEvaluator
 from evoplat.core.models import build_model
-from evoplat.core.noise import CounterNoise
+from evoplat.core.noise import CounterNoise, make_noise
 from evoplat.core.population import ParamLayout
 from evoplat.core.results import load_checkpoint
 from evoplat.core.strategies import build_strategy
@@ -28,7 +28,8 @@ def _fitness_history(cfg, workers: int, generations: int = 3):
     state = strategy.init(layout.flatten(model))
     pool = WorkerPool(functools.partial(ESEvaluator, cfg), workers, cpus_per_worker=1)
     try:
-        loop = ESGeneration(pool, strategy, CounterNoise(cfg.seed, layout.size), cfg.runtime.chunk_size)
+        noise = make_noise(cfg.es.noise, cfg.seed, layout.size, cfg.es.noise_table_size)
+        loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
         history = []
         for _ in range(generations):
             state, _, fitness = loop.step(state)
@@ -43,8 +44,9 @@ def test_member_ranges_are_chunk_aligned():
     assert member_ranges(20, 8, chunks_per_item=2) == [(0, 16), (16, 20)]
 
 
-def test_bitwise_identical_for_1_2_3_workers(ray_local):
-    cfg = synthetic_config()
+@pytest.mark.parametrize("noise", ["counter", "table"])
+def test_bitwise_identical_for_1_2_3_workers(ray_local, noise):
+    cfg = synthetic_config(es={"noise": noise})
     f1, w1 = _fitness_history(cfg, 1)
     for workers in (2, 3):
         f, w = _fitness_history(cfg, workers)

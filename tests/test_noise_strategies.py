@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evoplat.core.noise import CounterNoise, Population
+from evoplat.core.noise import CounterNoise, NoiseTable, Population
 from evoplat.core.shaping import centered_ranks, nes_utilities, sanitize
 from evoplat.core.strategies import ElitistES, OpenAIES, SNES, StrategyState
 from evoplat.core.strategies.optim import make_optimizer
@@ -25,8 +25,19 @@ def test_noise_is_identical_in_another_process():
     assert not np.array_equal(here, CounterNoise(12, 1000).vector(3, 5))
 
 
-def test_antithetic_pairs_and_parent():
-    noise = CounterNoise(0, 50)
+def test_noise_table_slices_are_keyed():
+    table = NoiseTable(seed=2, dim=100, size=5000)
+    v = table.vector(1, 3)
+    assert v.shape == (100,) and np.array_equal(v, NoiseTable(2, 100, 5000).vector(1, 3))
+    assert not np.array_equal(v, table.vector(1, 4))
+    assert abs(float(table.table.std()) - 1.0) < 0.05
+    with pytest.raises(ValueError, match="smaller than"):
+        NoiseTable(0, 100, 50)
+
+
+@pytest.mark.parametrize("make", [lambda: CounterNoise(0, 50), lambda: NoiseTable(0, 50, 4096)])
+def test_antithetic_pairs_and_parent(make):
+    noise = make()
     pop = Population(center=np.zeros(50, np.float32), scale=0.5, size=6, generation=2)
     m = noise.members(pop, 0, 6)
     torch.testing.assert_close(m[0], -m[1])

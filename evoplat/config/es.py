@@ -26,6 +26,12 @@ class ESConfig(StrictModel):
                                                    "(3 + ln P) / (5 sqrt P).")
     success_rule: bool = Field(False, description="elitist: adapt sigma by the 1/5th success rule.")
     success_factor: float = Field(1.22, gt=1, description="elitist: sigma multiplier of the success rule.")
+    noise: Literal["counter", "table"] = Field(
+        "table", description="Perturbation source: 'counter' draws each member's Gaussians from a Philox "
+                             "stream keyed by (seed, generation, key); 'table' slices a node-local table "
+                             "built once from the seed (faster on CPUs).")
+    noise_table_size: int = Field(0, ge=0, description="'table' noise: Gaussians in the table (4 bytes "
+                                                       "each, one copy per worker); 0 = max(2**24, 8 * P).")
     bn_mode: Literal["batch", "eval"] = Field(
         "batch", description="How batch norm acts while members are evaluated: 'batch' statistics of the "
                              "generation's batch, or 'eval' running statistics.")

@@ -14,7 +14,7 @@ import torch
 
 from .data import load_dataset, minibatch_indices
 from .models import build_model
-from .noise import CounterNoise, Population
+from .noise import Population, make_noise
 from .population import PopulationForward
 
 
@@ -29,7 +29,7 @@ class ESEvaluator:
         self.data = load_dataset(cfg.data, data_root, self.device)
         model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
         self.forward = PopulationForward(model, cfg.runtime.chunk_size, cfg.es.bn_mode)
-        self.noise = CounterNoise(cfg.seed, self.forward.layout.size)
+        self.noise = make_noise(cfg.es.noise, cfg.seed, self.forward.layout.size, cfg.es.noise_table_size)
 
     def batch(self, generation: int):
         idx = minibatch_indices(len(self.data.x_train), self.cfg.es.batch_size, self.cfg.seed, generation,

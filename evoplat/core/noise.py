@@ -1,9 +1,13 @@
-"""Counter-based perturbations: member noise is a pure function of (run seed, generation, key).
+"""Keyed perturbations: member noise is a pure function of (run seed, generation, key).
 
-Each key's Gaussian vector comes from a Philox-4x32 stream whose 128-bit key is (seed, generation, key):
-any process regenerates it bit for bit, so no noise and no per-member parameter vector ever travels.
-Antithetic pairs (2k, 2k+1) share key k with opposite signs; a strategy that evaluates its parent as
-member 0 gives that member no noise at all.
+Two sources with one interface:
+- `CounterNoise`: each key's Gaussian vector comes from a Philox-4x32 stream whose 128-bit key is
+  (seed, generation, key) (counter-based: any process regenerates it bit for bit);
+- `NoiseTable`: a slice of a table of Gaussians that each worker builds once from the run seed (once per
+  the process, at an offset keyed by (seed, generation, key).
+  Slicing costs a memcpy instead of drawing P Gaussians (see BENCHMARKS.md).
+Neither ships noise or per-member parameter vectors anywhere. Antithetic pairs (2k, 2k+1) share key k
+with opposite signs; a strategy that evaluates its parent as member 0 gives that member no noise.
 """
 from __future__ import annotations
 
@@ -52,18 +56,20 @@ class Population:
         return int(self.center.nbytes + (self.scale.nbytes if isinstance(self.scale, np.ndarray) else 8))
 
 
-class CounterNoise:
-    """Gaussian vectors of dimension `dim` keyed by (seed, generation, key)."""
+def _philox(seed: int, generation: int, key: int) -> np.random.Generator:
+    k = np.array([(seed & _MASK32) | ((generation & _MASK32) << 32), key & ((1 << 64) - 1)], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=k))
+
+
+class KeyedNoise:
+    """Gaussian vectors of dimension `dim` keyed by (seed, generation, key); subclasses give `vector`."""
 
     def __init__(self, seed: int, dim: int):
         self.seed = int(seed)
         self.dim = int(dim)
 
     def vector(self, generation: int, key: int) -> np.ndarray:
-        k = np.array([(self.seed & _MASK32) | ((generation & _MASK32) << 32), key & ((1 << 64) - 1)],
-                     dtype=np.uint64)
-        rng = np.random.Generator(np.random.Philox(key=k))
-        return rng.standard_normal(self.dim, dtype=np.float32)
+        raise NotImplementedError
 
     def block(self, generation: int, keys, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Stack the vectors of `keys` as rows of a float32 [len(keys), dim] array."""
@@ -78,15 +84,21 @@ class CounterNoise:
         return out
 
     def members(self, pop: Population, start: int, stop: int) -> torch.Tensor:
-        """Parameter vectors of members [start, stop) as a float32 tensor [stop-start, P]."""
+        """Parameter vectors of members [start, stop) as a float32 tensor [stop-start, P].
+
+        Each distinct key is drawn once: an antithetic partner reuses its pair's vector.
+        """
         keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
-        eps = torch.from_numpy(self.block(pop.generation, keys))
+        distinct = sorted(set(keys))
+        table = torch.from_numpy(self.block(pop.generation, distinct))
+        rows = torch.tensor([distinct.index(k) for k in keys])
+        eps = table[rows] if len(distinct) < len(keys) else table
         eps.mul_(torch.tensor(signs, dtype=torch.float32).unsqueeze(1))
         scale = pop.scale if np.isscalar(pop.scale) else readonly_tensor(pop.scale)
         eps.mul_(scale)
         return eps.add_(readonly_tensor(pop.center))
 
-    def combine(self, pop: Population, coeffs: np.ndarray, power: int = 1, chunk: int = 64) -> np.ndarray:
+    def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 64) -> np.ndarray:
         """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members, regenerating eps chunk by chunk.
 
         Members sharing a key are merged first, so an antithetic population draws each vector once.
@@ -105,6 +117,52 @@ class CounterNoise:
                 eps = eps ** power
             total += per_key[a:b].astype(np.float32) @ eps
         return total
+
+
+class CounterNoise(KeyedNoise):
+    """Counter-based: a fresh Philox stream per (seed, generation, key)."""
+
+    def vector(self, generation: int, key: int) -> np.ndarray:
+        return _philox(self.seed, generation, key).standard_normal(self.dim, dtype=np.float32)
+
+
+class NoiseTable(KeyedNoise):
+    """Slices of a table of Gaussians that each process builds once from the run seed.
+
+    `size` 0 picks max(2**24, 8 * dim) values (64 MiB at least). The table is never sent anywhere.
+    """
+
+    _cache: dict = {}   # (seed, size) -> table, so a process builds each table once
+
+    def __init__(self, seed: int, dim: int, size: int = 0):
+        super().__init__(seed, dim)
+        self.size = int(size) or max(2**24, 8 * self.dim)
+        if self.size < self.dim + 1:
+            raise ValueError(f"noise table of {self.size} values is smaller than the {dim} parameters")
+        key = (self.seed, self.size)
+        if key not in self._cache:
+            self._cache.clear()
+            self._cache[key] = self._build()
+        self.table = self._cache[key]
+
+    def _build(self) -> np.ndarray:
+        out = np.empty(self.size, dtype=np.float32)
+        step = 1 << 22
+        for i, a in enumerate(range(0, self.size, step)):
+            n = min(step, self.size - a)
+            out[a:a + n] = _philox(self.seed, _MASK32, i).standard_normal(n, dtype=np.float32)
+        return out
+
+    def offset(self, generation: int, key: int) -> int:
+        return int(_philox(self.seed, generation, key).integers(0, self.size - self.dim + 1))
+
+    def vector(self, generation: int, key: int) -> np.ndarray:
+        a = self.offset(generation, key)
+        return self.table[a:a + self.dim]
+
+
+def make_noise(kind: str, seed: int, dim: int, table_size: int = 0) -> KeyedNoise:
+    return NoiseTable(seed, dim, table_size) if kind == "table" else CounterNoise(seed, dim)
 
 
 def readonly_tensor(array: np.ndarray) -> torch.Tensor:

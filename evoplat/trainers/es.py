@@ -8,7 +8,7 @@ import torch
 from ..core.data import load_dataset, minibatch_indices
 from ..core.es_eval import ESEvaluator
 from ..core.models import build_model
-from ..core.noise import CounterNoise
+from ..core.noise import make_noise
 from ..core.population import ParamLayout, accuracy, recalibrate_batch_norm
 from ..core.strategies import StrategyState, build_strategy
 from ..runtime.es_loop import ESGeneration
@@ -37,7 +37,7 @@ def train(ctx: RunContext) -> dict:
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     layout = ParamLayout(model)
     strategy = build_strategy(cfg.es, layout.size, layout.flatten(model))
-    noise = CounterNoise(cfg.seed, layout.size)
+    noise = make_noise(cfg.es.noise, cfg.seed, layout.size, cfg.es.noise_table_size)
     if ctx.resume_state:
         state = StrategyState.from_dict(ctx.resume_state["strategy"])
     else:
