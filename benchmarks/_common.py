@@ -1,0 +1,51 @@
+"""Shared by the benchmark scripts: machine description and a results-file writer."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python "
+            f"{platform.python_version()}, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}")
+
+
+def command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def header(title: str) -> str:
+    return (f"## {title}\n\n- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"- machine: {machine()}\n- command: `{command()}`\n")
+
+
+def write(name: str, text: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    return path
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "?"
