@@ -245,7 +245,7 @@ class RecLRALearner:
         rc, seed, e = self.rc, self.cfg.seed, self.epoch
         self._set_lr(e)
         x, y = self.data.x_train, self.data.y_train
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         self.net.train()
         if rc.mode == "backprop":
             out = train_epoch(self.net, self.optimizer, x, y, rc.batch_size, seed, e, rc.augment)
@@ -263,7 +263,8 @@ class RecLRALearner:
                 loss, correct = loss + s["loss"] * len(idx), correct + s["correct"]
                 disc, seen = disc + s["discrepancy"] * len(idx), seen + len(idx)
             out = {"train_loss": loss / seen, "train_acc": correct / seen, "discrepancy": disc / seen}
-        out["epoch_time_s"] = time.perf_counter() - t0
+        # wall time, and CPU time of this process (robust to other jobs sharing the machine)
+        out["epoch_time_s"], out["epoch_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         self.epoch += 1
         return out
 
