@@ -1,0 +1,113 @@
+"""A population over a multi-node `ray.cluster_utils.Cluster` (a head plus 3 one-CPU worker nodes, all
+on this machine): members are evaluated on every node, and removing the node that is evaluating a
+member range mid-generation changes nothing in the result.
+
+The cluster is private: random ports, no dashboard, and RAY_TMPDIR pointed at a temp folder so the
+`ray_current_cluster` file it writes never makes someone else's `ray.init()` connect here.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import pytest
+import ray
+
+from conftest import synthetic_config
+from evoplat.runtime.pool import WorkerPool
+from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, same_tensor, wait_for_victim
+
+pytestmark = pytest.mark.slow
+WORKER_NODES = 3
+GENERATIONS = 3
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+    if ray.is_initialized():   # the session's local instance; the next ray_local user restarts it
+        ray.shutdown()
+    old_tmp = os.environ.get("RAY_TMPDIR")
+    tmp = tempfile.mkdtemp(prefix="evn-", dir="/tmp")   # short: unix socket paths are length-limited
+    os.environ["RAY_TMPDIR"] = tmp
+    c = None
+    try:
+        # The head holds no CPUs: only the driver and the gate live there, so removing a worker node
+        # never takes them down, and every pool worker sits on a worker node.
+        c = Cluster(initialize_head=True, head_node_args=dict(
+            num_cpus=0, include_dashboard=False, dashboard_agent_listen_port=None,
+            object_store_memory=100 * 1024 * 1024))
+        for _ in range(WORKER_NODES):
+            c.add_node(num_cpus=1, object_store_memory=100 * 1024 * 1024)
+        ray.init(address=c.address, configure_logging=False, log_to_driver=False)
+        yield c
+    finally:
+        ray.shutdown()
+        if c is not None:
+            c.shutdown()
+        if old_tmp is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old_tmp
+
+
+def _head_gate(cluster):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return Gate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        cluster.head_node.node_id, soft=False)).remote()
+
+
+def test_population_is_evaluated_on_every_node(cluster):
+    cfg = synthetic_config(runtime={"num_workers": WORKER_NODES}, es={"popsize": 48})
+    gate = _head_gate(cluster)
+    pool = WorkerPool(gated_factory(cfg, gate), num_workers=WORKER_NODES, cpus_per_worker=1)
+    try:
+        nodes = pool.wait_ready(timeout=GUARD_S)
+        worker_node_ids = {n.node_id for n in cluster.worker_nodes}
+        assert set(nodes) == worker_node_ids           # one worker per node (SPREAD, one CPU each)
+        run_generations(cfg, pool, 1)
+        # 6 member ranges, 3 workers: each node must have evaluated some; item_nodes says which.
+        assert set(pool.stats.item_nodes) == worker_node_ids
+    finally:
+        pool.shutdown()
+        ray.kill(gate)
+
+
+def test_node_removed_mid_generation_gives_same_weights(cluster):
+    cfg = synthetic_config(runtime={"num_workers": 2})
+    gate = _head_gate(cluster)
+    # Two workers on three nodes: after a node goes, the replacement fits on the spare one.
+    pool = WorkerPool(gated_factory(cfg, gate), num_workers=2, cpus_per_worker=1, task_timeout_s=GUARD_S)
+    try:
+        pool.wait_ready(timeout=GUARD_S)
+        ref_center, ref_fitness = run_generations(cfg, pool, GENERATIONS)
+
+        ray.get(gate.arm.remote(1, 8, "block"))
+        removed, errors = [], []
+
+        def remove_victims_node():
+            try:
+                _, node_id = wait_for_victim(gate)
+                node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
+                cluster.remove_node(node)
+                removed.append(node_id)
+            except Exception as err:
+                errors.append(err)
+            finally:
+                gate.open.remote()
+
+        thread = threading.Thread(target=remove_victims_node, daemon=True)
+        thread.start()
+        try:
+            center, fitness = run_generations(cfg, pool, GENERATIONS)
+        finally:
+            thread.join()
+        assert not errors, errors
+        assert len(removed) == 1 and removed[0] not in pool.stats.item_nodes
+        assert pool.stats.lost >= 1 and pool.stats.retries >= 1
+        assert all((a == b).all() for a, b in zip(fitness, ref_fitness))
+        assert same_tensor(center, ref_center)
+    finally:
+        pool.shutdown()
+        ray.kill(gate)
