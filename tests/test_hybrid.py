@@ -1,0 +1,149 @@
+"""The hybrid BP/ES trainer and its ES-phase core, on synthetic data."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from evoplat.config import build_config, to_yaml
+from evoplat.core.results import RunDirectory
+
+
+def hybrid_cfg(tmp=None, **hybrid):
+    hc = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": False, "es_every": 1, "es_generations": 3,
+          "es_popsize": 6, "sigma": 0.1}
+    hc.update(hybrid)
+    model = hc.pop("model", {"name": "mlp", "hidden": [16]})
+    data = {"source": "synthetic", "val_size": 96, "synthetic_train": 480, "synthetic_test": 96}
+    data.update(hc.pop("data", {}))
+    runtime = {"backend": "local", "num_workers": 1, "chunk_size": 4, **hc.pop("runtime", {})}
+    run = {"checkpoint_every": 1, "eval_every": 1, "log_every": 100, **hc.pop("run", {})}
+    return build_config({"algorithm": "hybrid", "seed": 2, "data": data, "model": model,
+                         "runtime": runtime, "run": run, "hybrid": hc})
+
+
+def run_trainer(cfg, path: Path, resume_state=None):
+    from evoplat.trainers import hybrid
+    from evoplat.trainers.context import RunContext
+    run = RunDirectory.create(path, to_yaml(cfg))
+    summary = hybrid.train(RunContext(cfg, run, None, resume_state))
+    run.flush()
+    return summary, run
+
+
+def final_state(run) -> dict:
+    return run.load_latest()
+
+
+def assert_same_state(a: dict, b: dict):
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+VGG_TINY = {"name": "vgg16", "width": 0.0625}
+IMG_DATA = {"synthetic_shape": [3, 32, 32], "synthetic_train": 224, "synthetic_test": 64, "val_size": 64}
+SMALL_IMAGES = {"synthetic_shape": [3, 8, 8]}   # an MLP on small images: augmentation applies, cheaply
+
+
+def test_es_off_equals_plain_backprop(tmp_path):
+    """ES off is exactly a plain loop of core.backprop.train_epoch: the baseline."""
+    from evoplat.core.backprop import make_torch_optimizer, train_epoch
+    from evoplat.core.data import load_dataset
+    from evoplat.core.models import build_model
+    from evoplat.trainers.hybrid import lr_at
+    cfg = hybrid_cfg(es_enabled=False, data=SMALL_IMAGES, augment=True, epochs=2)
+    _, run = run_trainer(cfg, tmp_path / "h")
+    data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    opt = make_torch_optimizer("momentum", model.parameters(), 0.05, 0.9, cfg.hybrid.weight_decay)
+    for e in range(cfg.hybrid.epochs):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg.hybrid, e)
+        train_epoch(model, opt, data.x_train, data.y_train, 64, cfg.seed, e, augment=True)
+    assert_same_state(final_state(run), {"model": model.state_dict()})
+
+
+def test_hybrid_pairs_with_baseline_until_es(tmp_path):
+    """With ES only after the last epoch, the hybrid's pre-ES weights are the baseline's final weights."""
+    base, run_b = run_trainer(hybrid_cfg(es_enabled=False), tmp_path / "b")
+    hyb, run_h = run_trainer(hybrid_cfg(es_every=0), tmp_path / "h")
+    last_h, last_b = run_h.rows[-1], run_b.rows[-1]
+    assert last_h["pre_es_test_acc"] == last_b["test_acc"] and last_h["pre_es_val_loss"] == last_b["val_loss"]
+    assert [r["train_loss"] for r in run_h.rows] == [r["train_loss"] for r in run_b.rows]
+    assert last_h["es_ran"] == 1 and sum(r["es_ran"] for r in run_b.rows) == 0
+
+
+@pytest.mark.parametrize("subset", ["classifier", "last_k", "all"])
+def test_elitist_phase_never_lowers_fitness(tmp_path, subset):
+    """Elitist selection on a fixed validation set: the fitness after a phase is >= before, and the
+    reported fitness is the plain model's validation loss (BN in eval mode)."""
+    cfg = hybrid_cfg(subset=subset, last_k=1, fitness="neg_loss", es_generations=4, sigma=0.3, epochs=2,
+                     lr=0.01, model={"name": "mlp", "hidden": [16, 16]})
+    _, run = run_trainer(cfg, tmp_path / "h")
+    for row in run.rows:
+        assert row["es_fitness_after"] >= row["es_fitness_before"]
+        assert row["val_loss"] == pytest.approx(-row["es_fitness_after"], rel=1e-4)
+        assert row["pre_es_val_loss"] == pytest.approx(-row["es_fitness_before"], rel=1e-4)
+    assert sum(r["es_accepted"] for r in run.rows) > 0
+
+
+def test_classifier_cache_matches_full_forward():
+    """Features computed once per phase give the same member fitness as full forward passes."""
+    from evoplat.core.hybrid_es import HybridPhaseEvaluator, PhasePopulation, coordinate_scale, make_base
+    cfg = hybrid_cfg(subset="classifier", model=VGG_TINY, data=IMG_DATA)
+    ev = HybridPhaseEvaluator(cfg)
+    assert ev.head_only
+    full = HybridPhaseEvaluator(cfg)
+    full.head_only = False
+    scale = coordinate_scale(ev.model, ev.layout, relative=True)
+    base = make_base(ev.model, scale)
+    pop = PhasePopulation(center=torch.zeros(ev.layout.size).numpy(), scale=0.2, size=5, generation=3,
+                          antithetic=False, parent_first=True, phase=0, base=base)
+    a, b = ev.evaluate(pop, 0, 5)["fitness"], full.evaluate(pop, 0, 5)["fitness"]
+    assert torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-5)
+    assert len(set(a.tolist())) > 1  # members differ
+
+
+def test_subset_selection_and_relative_scale():
+    from evoplat.core.hybrid_es import SubsetLayout, coordinate_scale, layer_groups, select_parameters
+    from evoplat.core.models import build_model
+    cfg = hybrid_cfg(model=VGG_TINY)
+    model = build_model(cfg.model, (3, 32, 32), 10)
+    groups = layer_groups(model)
+    assert len(groups) == 14  # 13 conv (+BN) layers and the classifier
+    assert select_parameters(model, "classifier") == ["classifier.weight", "classifier.bias"]
+    last2 = select_parameters(model, "last_k", 2)
+    assert last2[-2:] == ["classifier.weight", "classifier.bias"] and any("features" in n for n in last2)
+    assert len(select_parameters(model, "all")) == len(list(model.parameters()))
+    layout = SubsetLayout(model, ["classifier.weight"])
+    scale = coordinate_scale(model, layout, relative=True)
+    assert torch.allclose(scale, torch.full_like(scale, float(model.classifier.weight.detach().std())))
+    assert torch.equal(coordinate_scale(model, layout, relative=False), torch.ones(layout.size))
+
+
+@pytest.mark.parametrize("kind", ["elitist", "openai_es"])
+def test_resume_is_exact(tmp_path, kind):
+    """A run resumed from its epoch-2 checkpoint ends with the weights of an uninterrupted run."""
+    cfg = hybrid_cfg(es_kind=kind, optimizer="adam", lr=0.01, epochs=4, success_rule=True,
+                     run={"keep_checkpoints": 4})
+    _, full = run_trainer(cfg, tmp_path / "full")
+    state2 = torch.load(full.checkpoints()[1], weights_only=True)
+    assert state2["epoch"] == 2 and state2["es"]["phases"] == 2
+    _, resumed = run_trainer(cfg, tmp_path / "resumed", resume_state=copy.deepcopy(state2))
+    assert [r["step"] for r in resumed.rows] == [3, 4]
+    assert_same_state(final_state(full), final_state(resumed))
+    assert final_state(full)["es"] == final_state(resumed)["es"]
+    assert final_state(full)["optimizer"]["state"][0]["exp_avg"].equal(
+        final_state(resumed)["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_one_and_two_workers_agree(ray_local, tmp_path):
+    """ES phases on real Ray actors: the result does not depend on the number of workers."""
+    out = []
+    for w in (1, 2):
+        cfg = hybrid_cfg(epochs=2, subset="all", runtime={"backend": "ray", "num_workers": w})
+        _, run = run_trainer(cfg, tmp_path / f"w{w}")
+        out.append(final_state(run))
+    assert_same_state(out[0], out[1])
