@@ -4,6 +4,7 @@ training cost with 1 and 2 workers?
 Stages (each a separate process, so independent ones can run side by side; results go to --work as JSON):
   rl        train the ENN by PGPE with 2 Ray workers (experiments/grad_instructor_mnist.yaml)
   timing1   the first RL update again with 1 worker (same episodes, so also a determinism check)
+  timing2   the first RL update again with 2 workers, right after timing1 (similar machine load)
   baselines plain / L1 / He init targets over --seeds seeds (needs nothing from rl)
   enn       targets guided by the trained ENN over the same seeds (after rl)
   report    write benchmarks/results/grad_instructor.md from the JSON files
@@ -139,7 +140,7 @@ def write_report(args) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", required=True, choices=["rl", "timing1", "baselines", "enn", "report"])
+    p.add_argument("--stage", required=True, choices=["rl", "timing1", "timing2", "baselines", "enn", "report"])
     p.add_argument("--data-root", default="/work/shared/data")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_grad_instructor"))
     p.add_argument("--seeds", type=int, default=5)
@@ -161,8 +162,9 @@ def main(argv=None) -> int:
     meta_f.write_text(json.dumps(meta, indent=1))
     if args.stage == "rl":
         (work / "rl.json").write_text(json.dumps(run_rl(args, 2, args.updates, "rl")))
-    elif args.stage == "timing1":
-        (work / "timing1.json").write_text(json.dumps(run_rl(args, 1, 1, "timing1")))
+    elif args.stage in ("timing1", "timing2"):   # update 1 again, with 1 (or 2) workers, back to back
+        workers = int(args.stage[-1])
+        (work / f"{args.stage}.json").write_text(json.dumps(run_rl(args, workers, 1, args.stage)))
     elif args.stage in ("baselines", "enn"):
         for m in (("plain", "l1", "he") if args.stage == "baselines" else ("enn",)):
             (work / f"targets_{m}.json").write_text(json.dumps(train_targets(args, m)))

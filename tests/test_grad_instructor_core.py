@@ -121,3 +121,8 @@ def test_value_update_moves_critic_toward_returns():
 def test_config_rejects_odd_pgpe_population():
     with pytest.raises(ConfigError, match="episodes_per_update"):
         build_config({"algorithm": "grad_instructor", "grad_instructor": {"episodes_per_update": 3}})
+
+
+def test_config_rejects_missing_enn_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="no ENN artefact"):
+        build_config({"algorithm": "grad_instructor", "grad_instructor": {"enn_checkpoint": str(tmp_path)}})

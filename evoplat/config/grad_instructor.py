@@ -6,9 +6,10 @@ target MLP with the guided loss; `deploy` trains one target MLP with a frozen EN
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import StrictModel
 
@@ -69,6 +70,16 @@ class GradInstructorConfig(StrictModel):
                                                 "(its accuracies are the row's val_acc/test_acc).")
     final_deploy: bool = Field(True, description="train_enn: after the last update, train one target with "
                                                  "the final ENN on the full data and report it.")
+
+    @field_validator("enn_checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value):
+        # Checked with the config, so a wrong path fails before Ray or a run directory exist.
+        if value is not None:
+            p = Path(value).expanduser()
+            if not (p.is_file() or (p / "enn.pt").is_file()):
+                raise ValueError(f"no ENN artefact at {p} (give an enn.pt file or a run directory holding one)")
+        return value
 
     @model_validator(mode="after")
     def _pairs_need_even(self):

@@ -66,7 +66,7 @@ def grad_cam(enn: ENN, image: torch.Tensor, resize: Resize) -> tuple[torch.Tenso
     cam = F.relu((alpha * feats).sum(dim=1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     peak = float(cam.max())
-    return (cam / peak if peak > 0 else cam), float(score)
+    return (cam / peak if peak > 0 else cam), float(score.detach())
 
 
 def save_gradcam_png(artefact: str | os.PathLike, out: Optional[str | os.PathLike] = None) -> Optional[Path]:
@@ -90,7 +90,7 @@ def save_gradcam_png(artefact: str | os.PathLike, out: Optional[str | os.PathLik
     axes[1].set_title(f"Grad-CAM of the ENN (score {score:.3g})")
     if pixel_panel:
         axes[2].imshow(cam.mean(0).view(side, side).numpy(), cmap="inferno")
-        axes[2].set_title("Grad-CAM mean over hidden units, per input pixel")
+        axes[2].set_title("Grad-CAM per input pixel (mean over units)")
     for ax in axes:
         ax.set_xlabel("input index" if meta["enn_input"] == "first_layer" else "hidden unit")
     fig.tight_layout()
