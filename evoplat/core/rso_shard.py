@@ -1,0 +1,95 @@
+"""Sharded RSO: what a worker hosts, and the driver-side merge of a round.
+
+A round covers `shards * shard_size` consecutive scalars of one tensor. Every shard starts from the
+round's base weights and runs the sequential trials of its slice (same perturbations, batches and
+decisions rule as the sequential sweep, since both are functions of (seed, cycle, tensor, index)).
+Changes come back as (flat index, new value) pairs. Across shards this is a Jacobi step (a shard
+does not see the others' changes of the same round); within a shard it is the sequential sweep. With
+one shard a round is exactly the sequential sweep of that slice.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .data import load_dataset
+from .models import build_model
+from .rso import RSOSearch, SweepStats, choose
+from .rso_cache import ce_sums
+from .rso_plan import group_batches
+
+
+class RSOShardHost:
+    """Built inside each worker from a picklable factory: data, a network replica, an RSOSearch."""
+
+    def __init__(self, cfg, data_root: Optional[str] = None, net_factory=None):
+        self.data = load_dataset(cfg.data, data_root)
+        # The driver sends the full weights every round, so the replica's own init never matters.
+        net = net_factory() if net_factory else build_model(cfg.model, self.data.input_shape,
+                                                            self.data.num_classes)
+        self.search = RSOSearch(net, self.data, cfg.rso, cfg.seed)
+
+    def run_shard(self, params: dict, cycle: int, tensor_index: int, start: int, stop: int) -> dict:
+        self.search.load_params(params)
+        name = self.search.order[tensor_index].name
+        before = self.search.net.get_parameter(name).detach().view(-1)[start:stop].clone()
+        stats = self.search.sweep(cycle, tensor_index, start, stop)
+        after = self.search.net.get_parameter(name).detach().view(-1)[start:stop]
+        changed = (after != before).nonzero().flatten()
+        return {"indices": (changed + start).tolist(), "values": after[changed].clone(),
+                "trials": stats.trials, "accepted": stats.accepted, "loss_sum": stats.loss_sum,
+                "guard_full": stats.guard_full, "seconds": stats.seconds}
+
+
+def shard_ranges(start: int, numel: int, shards: int, shard_size: int) -> list[tuple[int, int]]:
+    """The shards of the round starting at `start`: up to `shards` slices of `shard_size` scalars."""
+    out = []
+    a = start
+    for _ in range(shards):
+        if a >= numel:
+            break
+        out.append((a, min(numel, a + shard_size)))
+        a += shard_size
+    return out
+
+
+def apply_changes(base: torch.Tensor, results: list[dict]) -> torch.Tensor:
+    merged = base.clone().view(-1)
+    for r in results:
+        if r["indices"]:
+            merged[torch.tensor(r["indices"])] = r["values"]
+    return merged.view(base.shape)
+
+
+def guarded_merge(search: RSOSearch, name: str, base: torch.Tensor, results: list[dict], cycle: int,
+                  round_index: int) -> tuple[torch.Tensor, int]:
+    """Pick, among {merged round, each shard alone, base}, the lowest loss on a check batch of the
+    group (whole network, BN in train mode). Returns (chosen tensor, which: 0 merged, 1+s shard s,
+    len(results)+1 base). Ties prefer the merged round, then single shards, then the base."""
+    spec = next(s for s in search.order if s.name == name)
+    batches = group_batches(search.seed + 7919, cycle, spec.group, len(search.data.x_train),
+                            search.cfg.batch_size, search.cfg.batches_per_layer)
+    idx = batches[round_index % len(batches)]
+    x, y = search.data.x_train[idx], search.data.y_train[idx]
+    options = [apply_changes(base, results)] + [apply_changes(base, [r]) for r in results] + [base]
+    param = search.net.get_parameter(name)
+    losses = []
+    with torch.no_grad():
+        for opt in options:
+            param.data.copy_(opt)
+            losses.append(ce_sums(search.net(x), y, 1)[0])
+    which = choose(torch.stack(losses))
+    param.data.copy_(options[which])
+    return options[which], which
+
+
+def merge_stats(results: list[dict]) -> SweepStats:
+    s = SweepStats()
+    for r in results:
+        s.trials += r["trials"]
+        s.accepted += r["accepted"]
+        s.loss_sum += r["loss_sum"]
+        s.guard_full += r["guard_full"]
+        s.seconds = max(s.seconds, r["seconds"])
+    return s
