@@ -99,12 +99,19 @@ start() {
   wait_started head || { stop; exit 1; }
   local i
   for i in $(seq 1 "$n"); do
-    # shellcheck disable=SC2046
-    launch "worker$i" --address "$IP:$GCS_PORT" --node-ip-address "$IP" --temp-dir "$STATE/t$i" \
-      --num-cpus "$WORKER_CPUS" --num-gpus 0 --object-store-memory "$STORE_BYTES" \
-      --disable-usage-stats $(node_ports "$i")
-    # One node at a time: several raylets registering at once can time out on a small machine.
-    wait_started "worker$i" || { stop; exit 1; }
+    # One node at a time: several raylets registering at once can time out on a small machine. Ray
+    # gives a raylet 30 s to register; on a heavily loaded machine that can run out, so retry.
+    local attempt
+    for attempt in 1 2 3; do
+      # shellcheck disable=SC2046
+      launch "worker$i" --address "$IP:$GCS_PORT" --node-ip-address "$IP" --temp-dir "$STATE/t$i" \
+        --num-cpus "$WORKER_CPUS" --num-gpus 0 --object-store-memory "$STORE_BYTES" \
+        --disable-usage-stats $(node_ports "$i")
+      wait_started "worker$i" && break
+      [ "$attempt" = 3 ] && { stop; exit 1; }
+      echo "local_cluster: retrying worker$i" >&2
+      sleep 2
+    done
   done
   echo "local_cluster: head + $n worker node(s) up; GCS $IP:$GCS_PORT, jobs http://$IP:$DASH_PORT"
   echo "local_cluster: client settings: source $STATE/env.sh"
