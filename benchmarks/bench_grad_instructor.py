@@ -70,7 +70,20 @@ def train_targets(args, method: str) -> dict:
         out.append({"seed": seed, "train_acc": ev["train_acc"], "val_acc": ev["val_acc"], "test_acc": ev["test_acc"],
                     "enn_grad_norm": stats.get("enn_grad_norm"), "seconds": time.perf_counter() - t0})
         print(method, out[-1], flush=True)
+        if method == "enn" and seed == 0:
+            show_trained_target_in_artefact(Path(args.work) / "rl" / "enn.pt", run, data)
     return {"method": method, "runs": out}
+
+
+def show_trained_target_in_artefact(path: Path, run, data) -> None:
+    """Grad-CAM of an ENN is most telling on a target it trained: put that target's weight image into
+    enn.pt (the ENN weights are unchanged), so `evoplat report` draws it."""
+    from evoplat.core.grad_instructor import target_image
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        state["example_image"] = target_image(run.model, state["enn_input"], data.x_train[:state["probe_size"]])
+    state["example"] = "MNIST target trained with this ENN (seed 0)"
+    torch.save(state, path)
 
 
 def mean_std(xs):

@@ -55,42 +55,54 @@ def load_enn_artefact(path: str | os.PathLike) -> tuple[ENN, dict]:
     return enn, state
 
 
-def grad_cam(enn: ENN, image: torch.Tensor, resize: Resize) -> tuple[torch.Tensor, float]:
-    """Grad-CAM of `enn` for a full-resolution [1, 1, H, W] image: an [H, W] map in [0, 1], and the score."""
+def grad_cam(enn: ENN, image: torch.Tensor, resize: Resize, signed: bool = False) -> tuple[torch.Tensor, float]:
+    """Grad-CAM of `enn` for a full-resolution [1, 1, H, W] image: an [H, W] map and the score.
+
+    Standard (signed=False): ReLU(sum_c alpha_c A_c) scaled to [0, 1]. It is all zero when every region
+    lowers the score (an ENN that penalises what it sees); signed=True keeps both signs, scaled to
+    [-1, 1], so that case stays visible."""
     small = resize(image.detach())
     # Detached leaf: the map needs d score / d A only, and works for a frozen ENN as well.
     feats = enn.features(small).detach().requires_grad_(True)
     score = enn.score_from_features(feats).sum()
     grads = torch.autograd.grad(score, feats)[0]                  # [1, C, h, w]
     alpha = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((alpha * feats).sum(dim=1, keepdim=True)).detach()
+    cam = (alpha * feats).sum(dim=1, keepdim=True).detach()
+    cam = cam if signed else F.relu(cam)
     cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    peak = float(cam.max())
+    peak = float(cam.abs().max())
     return (cam / peak if peak > 0 else cam), float(score.detach())
 
 
 def save_gradcam_png(artefact: str | os.PathLike, out: Optional[str | os.PathLike] = None) -> Optional[Path]:
-    """Write gradcam.png next to enn.pt (weight image, Grad-CAM map, and for a first layer over a square
-    input, the map summed over hidden units as an input-pixel picture). None without an example image."""
+    """Write gradcam.png next to enn.pt: the weight image, the Grad-CAM map, the signed map and, for a first
+    layer over a square input, the signed map averaged over hidden units as an input-pixel picture.
+    None when the artefact holds no example image."""
     enn, meta = load_enn_artefact(artefact)
     image = meta.get("example_image")
     if image is None:
         return None
-    cam, score = grad_cam(enn, image, Resize(meta["resize_factor"], meta["resize_antialias"]))
+    resize = Resize(meta["resize_factor"], meta["resize_antialias"])
+    cam, score = grad_cam(enn, image, resize)
+    signed, _ = grad_cam(enn, image, resize, signed=True)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     width = image.shape[-1]
     side = int(math.isqrt(width))
     pixel_panel = meta["enn_input"] == "first_layer" and side * side == width
-    fig, axes = plt.subplots(1, 3 if pixel_panel else 2, figsize=(13 if pixel_panel else 10, 3.6))
+    fig, axes = plt.subplots(1, 4 if pixel_panel else 3, figsize=(17 if pixel_panel else 13, 3.6))
     axes[0].imshow(image[0, 0].numpy(), aspect="auto", cmap="coolwarm")
-    axes[0].set_title(f"ENN input ({meta['enn_input']}, full resolution)")
+    axes[0].set_title(f"ENN input ({meta['enn_input']}, full res.)")
     axes[1].imshow(cam.numpy(), aspect="auto", cmap="inferno", vmin=0, vmax=1)
-    axes[1].set_title(f"Grad-CAM of the ENN (score {score:.3g})")
+    axes[1].set_title(f"Grad-CAM (score {score:.3g})")
+    axes[2].imshow(signed.numpy(), aspect="auto", cmap="coolwarm", vmin=-1, vmax=1)
+    axes[2].set_title("signed Grad-CAM (red raises the score)")
     if pixel_panel:
-        axes[2].imshow(cam.mean(0).view(side, side).numpy(), cmap="inferno")
-        axes[2].set_title("Grad-CAM per input pixel (mean over units)")
+        pix = signed.mean(0).view(side, side)
+        lim = float(pix.abs().max()) or 1.0
+        axes[3].imshow(pix.numpy(), cmap="coolwarm", vmin=-lim, vmax=lim)
+        axes[3].set_title("signed map per input pixel (mean over units)")
     for ax in axes:
         ax.set_xlabel("input index" if meta["enn_input"] == "first_layer" else "hidden unit")
     fig.tight_layout()
