@@ -73,7 +73,7 @@ def test_worker_killed_mid_generation_gives_same_weights(gated):
     # Generation 2, members [8, 16): the kill lands while that range is being evaluated.
     center, fitness, delta = _disturbed_run(
         gated, 2, 8, "block", lambda actor_id: ray.kill(actor_with_id(pool, actor_id), no_restart=True))
-    assert delta["lost"] == 1 and delta["retries"] == 1 and delta["replaced"] == 1
+    assert delta["lost"] == 1 and delta["retries"] >= 1 and delta["replaced"] >= 1
     assert all((a == b).all() for a, b in zip(fitness, ref_fitness)), "a member's fitness changed"
     assert same_tensor(center, ref_center)
 
