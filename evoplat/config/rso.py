@@ -30,7 +30,7 @@ class RSOConfig(StrictModel):
         "fast", description="Trial evaluation: 'fast' (3 candidates in one batched pass from the layer, "
                             "only the touched channel recomputed), 'cached' (authors': cached inputs, one "
                             "candidate per pass), 'full' (3 whole-network passes). Same decisions.")
-    tie_rel_tol: float = Field(1e-5, ge=0, description="fast/cached: a decision whose margin is below this "
+    tie_rel_tol: float = Field(1e-8, ge=0, description="fast/cached: a decision whose margin is below this "
                                                        "fraction of the loss is re-decided by full passes, "
                                                        "so decisions equal brute force despite rounding.")
     eval_bn_images: int = Field(2000, ge=1, description="Training images whose BN statistics are used for "
