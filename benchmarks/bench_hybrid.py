@@ -1,0 +1,171 @@
+"""Hybrid BP/ES vs backprop only (paired seeds), and the ES phase's wall-time cost with 1 vs 2 workers.
+
+    # 1. paired runs (one process per arm can run side by side; each run writes one JSON)
+    python benchmarks/bench_hybrid.py compare --arm hybrid   --seeds 0 1 2 3 4 --data-root DATA
+    python benchmarks/bench_hybrid.py compare --arm baseline --seeds 0 1 2 3 4 --data-root DATA
+    # 2. ES-phase scaling: the same phase with 1 and 2 workers
+    python benchmarks/bench_hybrid.py scaling --data-root DATA
+    # 3. statistics, plot, benchmarks/results/hybrid.md
+    python benchmarks/bench_hybrid.py summarize
+
+Runs in-process (the trainer through the RunContext contract); every number in the report comes from
+the JSON files these commands write under benchmarks/results/hybrid_runs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "results" / "hybrid_runs"
+CONFIG = HERE.parent / "experiments" / "hybrid_cpu.yaml"
+
+
+def run_once(overrides: list[str], data_root: str) -> dict:
+    import torch
+
+    from evoplat.config import load_config, to_yaml
+    from evoplat.core.results import RunDirectory
+    from evoplat.trainers import get_trainer
+    from evoplat.trainers.context import RunContext
+
+    cfg = load_config(CONFIG, overrides)
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDirectory.create(Path(tmp) / "run", to_yaml(cfg))
+        t0 = time.perf_counter()
+        summary = get_trainer(cfg.algorithm).train(RunContext(cfg, run, data_root))
+        wall = time.perf_counter() - t0
+    return {"overrides": overrides, "summary": summary, "rows": run.rows, "wall_s": wall}
+
+
+def machine() -> dict:
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "load_avg": os.getloadavg()}
+
+
+def cmd_compare(args) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        over = [f"seed={seed}", f"hybrid.es_enabled={'true' if args.arm == 'hybrid' else 'false'}", *args.set]
+        out = run_once(over, args.data_root)
+        out.update(arm=args.arm, seed=seed, machine=machine(), command=" ".join(sys.argv),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        (RUNS / f"compare_{args.arm}_seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
+        print(f"{args.arm} seed {seed}: test_acc={out['summary']['test_acc']:.4f} wall={out['wall_s']:.0f}s",
+              flush=True)
+
+
+def cmd_scaling(args) -> None:
+    """One ES phase over the last 3 layers (no feature cache: every member is a full forward pass)."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for workers in args.workers:
+        over = ["hybrid.epochs=1", "hybrid.es_every=1", "hybrid.subset=last_k", "hybrid.last_k=3",
+                f"hybrid.es_generations={args.generations}", f"hybrid.es_popsize={args.popsize}",
+                f"hybrid.fitness_examples={args.examples}", "hybrid.max_steps_per_epoch=20",
+                f"runtime.num_workers={workers}", "runtime.chunk_size=4", "run.eval_every=1000", *args.set]
+        out = run_once(over, args.data_root)
+        row = out["rows"][-1]
+        out.update(workers=workers, machine=machine(), command=" ".join(sys.argv),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        (RUNS / f"scaling_w{workers}.json").write_text(json.dumps(out, indent=1, default=float))
+        print(f"workers={workers}: es_s={row['es_s']:.1f} es_eval_s={row['es_eval_s']:.1f}", flush=True)
+
+
+# Two-sided 95% Student t quantiles by degrees of freedom (no scipy in the environment).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
+
+
+def paired_stats(diff) -> dict:
+    """Mean paired difference with a two-sided 95% t interval."""
+    import numpy as np
+    d = np.asarray(diff, dtype=float)
+    n, mean = len(d), float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    t = T975.get(n - 1, 1.96)
+    half = t * sd / np.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "t": mean / (sd / np.sqrt(n))}
+
+
+def summarize(runs: Path, results: Path) -> None:
+    """Statistics and plot from the JSON files; prints the Markdown tables for hybrid.md."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    by = {"hybrid": {}, "baseline": {}}
+    for f in sorted(runs.glob("compare_*.json")):
+        d = json.loads(f.read_text())
+        by[d["arm"]][d["seed"]] = d
+    seeds = sorted(set(by["hybrid"]) & set(by["baseline"]))
+    acc = {arm: np.array([by[arm][s]["summary"]["test_acc"] for s in seeds]) for arm in by}
+    diff = acc["hybrid"] - acc["baseline"]
+    st = paired_stats(100 * diff)
+    print("| seed | backprop only | hybrid | difference (pp) | hybrid: last ES phase's own effect (pp) |")
+    print("|---|---|---|---|---|")
+    for i, s in enumerate(seeds):
+        last = by["hybrid"][s]["rows"][-1]
+        own = 100 * (last["test_acc"] - last["pre_es_test_acc"]) if "pre_es_test_acc" in last else float("nan")
+        print(f"| {s} | {100 * acc['baseline'][i]:.2f} | {100 * acc['hybrid'][i]:.2f} | {100 * diff[i]:+.2f} "
+              f"| {own:+.2f} |")
+    for arm in ("baseline", "hybrid"):
+        print(f"{arm}: mean {100 * acc[arm].mean():.2f} % std {100 * acc[arm].std(ddof=1):.2f} pp (n={len(seeds)})")
+    print(f"paired difference: {st['mean']:+.2f} pp, 95% CI [{st['lo']:+.2f}, {st['hi']:+.2f}], t={st['t']:.2f} (df={st['n'] - 1})")
+    es_s = [r["es_s"] for s in seeds for r in by["hybrid"][s]["rows"] if r.get("es_ran")]
+    bp_s = [r["bp_s"] for s in seeds for r in by["hybrid"][s]["rows"]]
+    walls = {arm: [by[arm][s]["wall_s"] for s in seeds] for arm in by}
+    print(f"ES phase: mean {np.mean(es_s):.1f} s (n={len(es_s)}); BP epoch: mean {np.mean(bp_s):.1f} s; "
+          f"run wall: baseline {np.mean(walls['baseline']):.0f} s, hybrid {np.mean(walls['hybrid']):.0f} s")
+    for f in sorted(runs.glob("scaling_w*.json")):
+        d = json.loads(f.read_text())
+        r = d["rows"][-1]
+        print(f"scaling workers={d['workers']}: es_s={r['es_s']:.1f} es_eval_s={r['es_eval_s']:.1f} "
+              f"dims={r['es_dims']} load_avg={d['machine']['load_avg']}")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for i, s in enumerate(seeds):
+        a.plot([0, 1], [100 * acc["baseline"][i], 100 * acc["hybrid"][i]], "o-", color="gray", alpha=0.7)
+    a.set_xticks([0, 1], ["backprop only", "hybrid BP+ES"])
+    a.set_ylabel("test accuracy (%)")
+    a.set_title("paired by seed")
+    b.errorbar([0], [st["mean"]], yerr=[[st["mean"] - st["lo"]], [st["hi"] - st["mean"]]], fmt="o", capsize=6,
+               label="mean, 95% CI")
+    b.scatter(np.zeros(len(diff)) + 0.1, 100 * diff, color="gray", label="seeds")
+    b.axhline(0.61, color="tab:red", ls="--", label="paper: +0.61 pp")
+    b.axhline(0, color="black", lw=0.5)
+    b.set_xticks([])
+    b.set_ylabel("hybrid - backprop (pp)")
+    b.legend(fontsize=8)
+    fig.suptitle("Hybrid BP/ES vs backprop, VGG16 x1/8 on CIFAR-10 (CPU preset)")
+    fig.tight_layout()
+    fig.savefig(results / "hybrid_vs_backprop.png", dpi=110)
+    print(f"plot: {results / 'hybrid_vs_backprop.png'}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--arm", choices=["hybrid", "baseline"], required=True)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    s = sub.add_parser("scaling")
+    s.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    s.add_argument("--generations", type=int, default=3)
+    s.add_argument("--popsize", type=int, default=8)
+    s.add_argument("--examples", type=int, default=1000)
+    for q in (c, s):
+        q.add_argument("--data-root", default="/work/shared/data/cifar10.npz")
+        q.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE")
+    sub.add_parser("summarize")
+    a = p.parse_args()
+    if a.cmd == "summarize":
+        summarize(RUNS, HERE / "results")
+    else:
+        {"compare": cmd_compare, "scaling": cmd_scaling}[a.cmd](a)

@@ -1,0 +1,119 @@
+"""The generic Ray Tune trainable, on the hybrid trainer and synthetic data, with real Ray Tune."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from evoplat.config import build_config
+
+
+@pytest.fixture
+def ray_started():
+    """The session's local Ray (as `ray_local` starts it), retried: on a heavily loaded machine a raylet
+    can miss Ray's 30 s startup window. `ray_local` then reuses the instance."""
+    import time
+
+    import ray
+    for attempt in range(3):
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        except Exception:
+            if attempt == 2:
+                raise
+            ray.shutdown()
+            time.sleep(10)
+    return ray
+
+
+def hybrid_raw(**hybrid) -> dict:
+    hc = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": False, "es_every": 1, "es_generations": 2,
+          "es_popsize": 4, "sigma": 0.05,
+          "tune": {"scheduler": "fifo", "num_samples": 1, "search_space": {}, "max_failures": 0}}
+    tune = hybrid.pop("tune", {})
+    hc.update(hybrid)
+    hc["tune"].update(tune)
+    return {"algorithm": "hybrid", "seed": 5, "name": "t",
+            "data": {"source": "synthetic", "val_size": 64, "synthetic_train": 384, "synthetic_test": 64},
+            "model": {"name": "mlp", "hidden": [16]},
+            "runtime": {"backend": "ray", "num_workers": 1, "chunk_size": 4, "task_timeout_s": 120},
+            "run": {"log_every": 100}, "hybrid": hc}
+
+
+def trial_rows(grid) -> dict:
+    """trial id -> that trial's metrics rows (one per report), from Tune's own records."""
+    return {r.path: r.metrics_dataframe for r in grid}
+
+
+def test_sweep_completes_and_reports(ray_started, ray_local, tmp_path):
+    from evoplat.trainers.tune import run_tune
+    raw = hybrid_raw(tune={"scheduler": "asha", "grace_period": 2, "num_samples": 1,
+                           "search_space": {"hybrid.es_every": {"grid": [1, 2, 3]}}})
+    out = run_tune(raw, storage=str(tmp_path), verbose=False)
+    table = out["table"]
+    assert len(table) == 3 and out["grid"].num_errors == 0
+    assert sorted(table["config/hybrid.es_every"]) == [1, 2, 3]
+    assert (tmp_path / "t" / "results.parquet").is_file()
+    assert len(pd.read_parquet(tmp_path / "t" / "results.parquet")) == 3
+    for df in trial_rows(out["grid"]).values():
+        assert list(df["step"]) == list(range(1, len(df) + 1))  # one report per epoch
+        assert df["val_acc"].notna().all() and (df["ckpt_fingerprint"] != "").all()
+    assert out["best_config"]["hybrid.es_every"] in (1, 2, 3)
+
+
+def test_pbt_exploit_restores_donor_checkpoint(ray_started, ray_local, tmp_path):
+    """A bad trial (tiny lr) copies the good one's checkpoint: it must resume from exactly that state."""
+    from evoplat.trainers.tune import run_tune
+    raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+                                     "search_space": {"hybrid.sigma": {"choice": [0.02, 0.05]}}})
+    out = run_tune(raw, storage=str(tmp_path), verbose=False,
+                   extra_space={"hybrid.lr": __import__("ray").tune.grid_search([1e-5, 0.1])})
+    rows = trial_rows(out["grid"])
+    published = {(int(s), f) for df in rows.values() for s, f in zip(df["step"], df["ckpt_fingerprint"])}
+    exploited = [df[df["restored_step"] >= 0] for df in rows.values()]
+    exploited = [df for df in exploited if len(df)]
+    assert exploited, "PBT never exploited; the test needs one exploit"
+    for df in exploited:
+        first = df.iloc[0]
+        assert (int(first["restored_step"]), first["restored_fingerprint"]) in published
+        assert int(first["step"]) == int(first["restored_step"]) + 1  # continues right after the donor's step
+
+
+def test_interrupted_experiment_resumes_exactly(ray_started, ray_local, tmp_path):
+    """Trial 0 dies after epoch 2; the restored experiment finishes it with the state an uninterrupted
+    twin (trial 1, same config) reaches."""
+    from ray import tune
+
+    from evoplat.trainers.tune import run_tune
+    flag = tmp_path / "fail.flag"
+    flag.write_text("x")
+    raw = hybrid_raw(epochs=4)
+    space = {"_fail_at_step": tune.grid_search([2, -1]), "_fail_flag": str(flag)}
+    first = run_tune(raw, storage=str(tmp_path), verbose=False, extra_space=space)
+    assert first["grid"].num_errors == 1 and not flag.exists()
+    resumed = run_tune(raw, storage=str(tmp_path), verbose=False, resume=True)
+    grid = resumed["grid"]
+    assert grid.num_errors == 0
+    finals = {r.config["_fail_at_step"]: r.metrics for r in grid}
+    assert finals[2]["restored_step"] == 2 and finals[2]["step"] == 4
+    assert finals[2]["ckpt_fingerprint"] == finals[-1]["ckpt_fingerprint"]
+    assert finals[2]["test_acc"] == finals[-1]["test_acc"]
+
+
+def test_trial_resources_reserve_the_es_pool():
+    from evoplat.trainers.tune import trial_resources, tune_section
+    cfg = build_config(hybrid_raw(tune={"trial_cpus": 1}) | {"runtime": {"num_workers": 3, "cpus_per_worker": 2}})
+    pgf = trial_resources(cfg, tune_section(cfg))
+    assert pgf.bundles == [{"CPU": 1}, {"CPU": 2}, {"CPU": 2}, {"CPU": 2}]
+    local = build_config(hybrid_raw() | {"runtime": {"backend": "local"}})
+    assert trial_resources(local, tune_section(local)).bundles == [{"CPU": 1}]
+
+
+def test_tune_section_is_generic():
+    from evoplat.trainers.tune import trial_config, tune_section
+    cfg = trial_config(hybrid_raw() | {"algorithm": "es"}, {"es.popsize": 16, "_fail_flag": "x"})
+    assert cfg.algorithm == "es" and cfg.es.popsize == 16 and cfg.run.checkpoint_every == 1
+    assert tune_section(cfg) is cfg.hybrid.tune and cfg.runtime.spread_nodes is False
+    with pytest.raises(Exception):
+        build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))
