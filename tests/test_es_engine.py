@@ -120,3 +120,15 @@ def test_nan_fitness_is_counted_and_never_reaches_theta(tmp_path):
     state = strat.init(torch.zeros(5))
     state, _ = strat.tell(state, np.array([np.nan, 1.0, np.inf, 0.0]), noise, strat.ask(state))
     assert torch.isfinite(state.center).all()
+
+
+@pytest.mark.parametrize("strategy", ["snes", "elitist"])
+def test_other_strategies_run_end_to_end(tmp_path, strategy):
+    cfg = synthetic_config(runtime={"backend": "local"}, es={"strategy": strategy, "popsize": 12,
+                                                             "antithetic": strategy != "elitist"})
+    run = tmp_path / strategy
+    assert main(["run", str(_write(tmp_path, cfg)), "--run-dir", str(run), "--quiet"]) == 0
+    table = pq.read_table(run / "metrics.parquet").to_pandas()
+    assert len(table) == 6 and table["test_acc"].notna().any()
+    if strategy == "elitist":
+        assert set(table["accepted"].unique()) <= {0.0, 1.0} and (table["popsize"] == 13).all()
