@@ -92,7 +92,8 @@ def save_gradcam_png(artefact: str | os.PathLike, out: Optional[str | os.PathLik
     side = int(math.isqrt(width))
     pixel_panel = meta["enn_input"] == "first_layer" and side * side == width
     fig, axes = plt.subplots(1, 4 if pixel_panel else 3, figsize=(17 if pixel_panel else 13, 3.6))
-    axes[0].imshow(image[0, 0].numpy(), aspect="auto", cmap="coolwarm")
+    lim0 = float(image.abs().max()) or 1.0          # symmetric: white is zero, red positive, blue negative
+    axes[0].imshow(image[0, 0].numpy(), aspect="auto", cmap="coolwarm", vmin=-lim0, vmax=lim0)
     axes[0].set_title(f"ENN input ({meta['enn_input']}, full res.)")
     axes[1].imshow(cam.numpy(), aspect="auto", cmap="inferno", vmin=0, vmax=1)
     axes[1].set_title(f"Grad-CAM (score {score:.3g})")
