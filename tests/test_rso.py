@@ -126,7 +126,7 @@ def test_decisions_equal_brute_force_full_network(model, shape, mode):
     ref_net = build_model(cfg.model, data.input_shape, data.num_classes)
     for p in ref_net.parameters():
         p.requires_grad_(False)
-    budget = 5
+    budget = 3
     decisions = []
     for cycle in (0, 1):
         for ti in range(len(search.order)):

@@ -70,18 +70,30 @@ def test_resume_mid_cycle_equals_uninterrupted(tmp_path):
     assert [r["test_acc"] for r in resumed.rows] == [r["test_acc"] for r in whole.rows]
 
 
-def test_sharded_with_one_shard_equals_sequential(tmp_path, ray_local):
+def use_backend(cfg, backend, request):
+    """'ray': real Ray actors (the ray_local fixture); 'local': the same pool interface in-process."""
+    if backend == "ray":
+        request.getfixturevalue("ray_local")
+    cfg.runtime.backend = backend
+    return cfg
+
+
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_sharded_with_one_shard_equals_sequential(tmp_path, backend, request):
     run(rso_config(trials_per_tensor=10), tmp_path / "seq")
-    run(rso_config(trials_per_tensor=10, sharded=True, shards=1, shard_size=3), tmp_path / "one")
+    run(use_backend(rso_config(trials_per_tensor=10, sharded=True, shards=1, shard_size=3), backend, request),
+        tmp_path / "one")
     seq, one = (RunDirectory.open_existing(tmp_path / n) for n in ("seq", "one"))
     for name, p in final_params(seq).items():
         assert torch.equal(p, final_params(one)[name]), name
 
 
-def test_sharded_result_does_not_depend_on_the_number_of_workers(tmp_path, ray_local):
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_sharded_result_does_not_depend_on_the_number_of_workers(tmp_path, backend, request):
     base = dict(trials_per_tensor=10, sharded=True, shards=2, shard_size=3, cycles=1)
     one = build_config({**rso_config(**base).model_dump(), "runtime": {"num_workers": 1}})
     two = build_config({**rso_config(**base).model_dump(), "runtime": {"num_workers": 2}})
+    one, two = use_backend(one, backend, request), use_backend(two, backend, request)
     run(one, tmp_path / "w1")
     _, r2 = run(two, tmp_path / "w2")
     seq = run(rso_config(trials_per_tensor=10, cycles=1), tmp_path / "seq")[1]
