@@ -97,26 +97,30 @@ def apa_direction(xs: torch.Tensor, ds: torch.Tensor, strength: float, damping: 
                   rescale: bool = True, grad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The consequentialist gradient [k, d] of a layer from X [n, d] and D [n, k].
 
-    With tau = trace(X X^T) / n (the mean squared row norm) and the normalised system matrix
-    M = strength * G / tau + (1 - strength + damping) * I, the result is D^T M^-1 X, computed with the
+    With nu = trace(X X^T) / min(n, d) (the mean non-zero eigenvalue of the Gram matrix: the mean squared
+    row norm when n <= d) and the normalised system matrix M = strength * G / nu +
+    (1 - strength + damping) * I, the result is D^T M^-1 X, computed with the
     smaller of the n x n and d x d Gram matrices (equal by the push-through identity). This is the APA
-    update with eps = tau (1 - strength) / strength, multiplied by tau / strength so that a typical
-    sample's own consequence, and so the useful learning-rate range, matches the plain gradient's:
+    update with eps = nu (1 - strength) / strength, multiplied by nu / strength so that the Gram matrix's
+    typical eigenvalue is 1 and the useful learning-rate range matches the plain gradient's:
     strength 0 gives exactly D^T X. ``rescale=False`` returns the raw APA update D^T (G + eps I)^-1 X.
 
     ``grad``, the layer's full gradient, if given: whatever it holds beyond D^T X (a penalty added to the
     loss) is carried over unchanged. The solves have only k right-hand sides.
     """
     n, d = xs.shape
-    tau = torch.clamp((xs * xs).sum() / n, min=torch.finfo(xs.dtype).tiny)
-    scale = 1.0 if rescale else strength / tau
+    # nu: the mean non-zero eigenvalue of the Gram matrix (its trace over its rank bound). For n <= d this
+    # is the mean squared row norm; for convolutions (n >> d) it is n/d times larger, and normalising by
+    # the row norm instead would shrink the update by that factor.
+    nu = torch.clamp((xs * xs).sum() / min(n, d), min=torch.finfo(xs.dtype).tiny)
+    scale = 1.0 if rescale else strength / nu
     diag = 1.0 - strength + damping
     if n <= d:
-        m = (strength / tau) * (xs @ xs.T) + diag * torch.eye(n, dtype=xs.dtype, device=xs.device)
+        m = (strength / nu) * (xs @ xs.T) + diag * torch.eye(n, dtype=xs.dtype, device=xs.device)
         z = _solve_spd(m, ds) * scale                                   # [n, k]
         # grad + (Z - D)^T X == Z^T X + residual, with one matmul.
         return z.T @ xs if grad is None else grad + (z - ds).T @ xs
-    m = (strength / tau) * (xs.T @ xs) + diag * torch.eye(d, dtype=xs.dtype, device=xs.device)
+    m = (strength / nu) * (xs.T @ xs) + diag * torch.eye(d, dtype=xs.dtype, device=xs.device)
     plain = ds.T @ xs                                                   # [k, d]
     out = _solve_spd(m, plain.T).T * scale                              # D^T X M^-1 (M symmetric)
     return out if grad is None else out + (grad - plain)
@@ -149,13 +153,13 @@ class ConsequentialOptimizer(torch.optim.Optimizer):
 
     .. math::
         \hat G = \Delta^\top \big(s\,XX^\top/\tau + (1-s+\delta) I\big)^{-1} X,
-        \qquad \tau = \operatorname{tr}(XX^\top)/n
+        \qquad \tau = \operatorname{tr}(XX^\top)/\min(n, d)
 
     Args:
         model (nn.Module): the network whose Linear/Conv2d layers are normalised; hooks are added to it.
         base_optimizer (torch.optim.Optimizer): any optimizer over (some of) ``model``'s parameters.
         strength (float, optional): s in [0, 1]. 0 is the base optimizer unchanged, 1 the exact APA
-            update (ridge eps = tau (1-s)/s). Default: 0.9.
+            update (ridge eps = tau (1-s)/s, tau the Gram matrix's mean non-zero eigenvalue). Default: 0.9.
         mode (str, optional): ``'replace'`` (reading A: the APA direction replaces the gradient before
             the base step) or ``'emend'`` (reading B, speculative: the base optimizer steps on the plain
             gradient, then its step is corrected so each sample's output moves only by its own error).
