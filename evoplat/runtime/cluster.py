@@ -18,7 +18,9 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> No
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # "local", not None: with None, Ray would join whatever cluster the last `ray start` on this
+        # machine recorded in its temp dir (someone else's, on a shared machine) instead of starting one.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 def node_count() -> int:
