@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def main() -> int:
         ray.shutdown()
         if cluster is not None:
             cluster.shutdown()
+            shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
     load_after = uptime()
 
     ok = sum(r["identical"] for r in rows)

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def main() -> int:
         ray.shutdown()
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env)
+        shutil.rmtree(STATE, ignore_errors=True)
     load_after = uptime()
     med = {w: statistics.median(v) for w, v in rates.items()}
     speedup = med[2] / med[1]

@@ -7,6 +7,7 @@ The cluster uses its own ports, state directory and temp dirs, so it never meets
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def local_cluster():
         yield client
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)      # logs, temp dirs and the token
 
 
 def _ray(client, *args, **kw):

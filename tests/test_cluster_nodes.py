@@ -8,6 +8,7 @@ The cluster is private: random ports, no dashboard, and RAY_TMPDIR pointed at a 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 
@@ -46,6 +47,7 @@ def cluster():
         ray.shutdown()
         if c is not None:
             c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
         if old_tmp is None:
             os.environ.pop("RAY_TMPDIR", None)
         else:
