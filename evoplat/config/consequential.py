@@ -29,7 +29,7 @@ class ConsequentialConfig(StrictModel):
         "replace", description="replace: reading (A), the APA direction replaces the gradient fed to the base "
                                "optimizer; emend: reading (B, speculative), the base optimizer's step is "
                                "corrected so each sample's output moves only by its own error.")
-    damping: float = Field(1e-3, ge=0, description="Extra ridge, relative to the mean squared input norm, "
+    damping: float = Field(1e-3, ge=0, description="Extra ridge, relative to the Gram matrix's mean eigenvalue, "
                                                    "that keeps the Gram solve stable when inputs are rank "
                                                    "deficient.")
     rescale: bool = Field(True, description="Scale the APA direction so learning rates stay comparable with "
