@@ -14,7 +14,17 @@ def ray_local():
     import ray
     if not ray.is_initialized():
         # 4 logical CPUs on a 2-core machine: lets 3-worker tests schedule; work is small.
-        ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        # address="local": never join a cluster someone's `ray start` recorded on this machine.
+        # One retry: on a heavily loaded machine the raylet can miss its start-up deadline once.
+        for attempt in range(2):
+            try:
+                ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False,
+                         log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt:
+                    raise
     yield ray
 
 
