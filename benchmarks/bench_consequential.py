@@ -95,10 +95,10 @@ def overhead(args):
     CPU time (process_time, 1 thread) is reported next to wall time: on a shared machine it is the
     steadier measure of the work done."""
     import torch.nn.functional as F
+    vgg_cfg = build_config({"model": {"name": "vgg16", "width": 0.25}})
     models = {"mnist_mlp_128": (lambda: build_model(task_config("mnist", args).model, (1, 28, 28), 10), (1, 28, 28)),
               "cifar_small_cnn": (SmallCNN, (3, 32, 32)),
-              "cifar_vgg16_w0.25_bn": (lambda: build_model(build_config({"model": {"name": "vgg16", "width": 0.25}}).model,
-                                                          (3, 32, 32), 10), (3, 32, 32))}
+              "cifar_vgg16_w0.25_bn": (lambda: build_model(vgg_cfg.model, (3, 32, 32), 10), (3, 32, 32))}
     lines = ["| model | base | plain ms/step wall (cpu) | wrapped ms/step wall (cpu) | overhead (cpu) |",
              "|---|---|---|---|---|"]
     for name, (make, shape) in models.items():

@@ -26,7 +26,10 @@ def small_config(**consequential):
 
 
 def run(cfg, path, resume_state=None):
-    run_dir = RunDirectory.open_existing(path) if resume_state else RunDirectory.create(path, "algorithm: consequential\n")
+    if resume_state:
+        run_dir = RunDirectory.open_existing(path)
+    else:
+        run_dir = RunDirectory.create(path, "algorithm: consequential\n")
     if resume_state:
         run_dir.truncate("step", int(resume_state["step"]))
     ctx = RunContext(cfg, run_dir, resume_state=resume_state)
