@@ -64,11 +64,13 @@ def test_sweep_completes_and_reports(ray_started, ray_local, tmp_path):
 
 def test_pbt_exploit_restores_donor_checkpoint(ray_started, ray_local, tmp_path):
     """A bad trial (tiny lr) copies the good one's checkpoint: it must resume from exactly that state."""
+    from ray import tune
+
     from evoplat.trainers.tune import run_tune
     raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                                      "search_space": {"hybrid.sigma": {"choice": [0.02, 0.05]}}})
     out = run_tune(raw, storage=str(tmp_path), verbose=False,
-                   extra_space={"hybrid.lr": __import__("ray").tune.grid_search([1e-5, 0.1])})
+                   extra_space={"hybrid.lr": tune.grid_search([1e-5, 0.1])})
     rows = trial_rows(out["grid"])
     published = {(int(s), f) for df in rows.values() for s, f in zip(df["step"], df["ckpt_fingerprint"])}
     exploited = [df[df["restored_step"] >= 0] for df in rows.values()]
@@ -113,7 +115,7 @@ def test_trial_resources_reserve_the_es_pool():
 def test_tune_section_is_generic():
     from evoplat.trainers.tune import trial_config, tune_section
     cfg = trial_config(hybrid_raw() | {"algorithm": "es"}, {"es.popsize": 16, "_fail_flag": "x"})
-    assert cfg.algorithm == "es" and cfg.es.popsize == 16 and cfg.run.checkpoint_every == 1
+    assert cfg.algorithm == "es" and cfg.es.popsize == 16 and cfg.run.checkpoint_every == 1 == cfg.run.eval_every
     assert tune_section(cfg) is cfg.hybrid.tune and cfg.runtime.spread_nodes is False
     with pytest.raises(Exception):
         build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))
