@@ -67,7 +67,10 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_started, ray_local, tmp_path)
     from ray import tune
 
     from evoplat.trainers.tune import run_tune
+    # train_loss separates the two lr unambiguously (ES phases can push both val_acc to 1 on easy data).
     raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+                                     "pbt_synch": True, "metric": "train_loss", "mode": "min",
+                                     "keep_checkpoints": 4,
                                      "search_space": {"hybrid.sigma": {"choice": [0.02, 0.05]}}})
     out = run_tune(raw, storage=str(tmp_path), verbose=False,
                    extra_space={"hybrid.lr": tune.grid_search([1e-5, 0.1])})

@@ -39,6 +39,8 @@ class TuneConfig(StrictModel):
     grace_period: int = Field(2, ge=1, description="asha: steps before a trial may be stopped.")
     reduction_factor: float = Field(2.0, gt=1, description="asha: halving rate.")
     perturbation_interval: int = Field(2, ge=1, description="pbt: steps between exploit/explore decisions.")
+    pbt_synch: bool = Field(False, description="pbt: synchronous PBT (every trial reaches each perturbation "
+                                               "point before any exploits).")
     quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: bottom fraction that copies the top.")
     max_failures: int = Field(2, ge=0, description="Times a failed trial is retried from its last checkpoint.")
     trial_cpus: float = Field(1.0, gt=0, description="CPUs of each trial's own process (backprop, driver "

@@ -124,6 +124,9 @@ def train(ctx: RunContext) -> dict:
     data = load_dataset(cfg.data, ctx.data_root)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     optimizer = build_optimizer(hc, model)
+    # Nothing here draws from torch's global RNG, but its state is checkpointed (for wrapped optimizers
+    # or models that might): seed it so that it is a function of the run seed, not of the process.
+    torch.manual_seed(cfg.seed)
     es_state = {"generation": 0, "sigma_factor": 1.0, "phases": 0, "accepted": 0}
     start, best = 0, {"best_val_acc": -1.0, "best_test_acc": -1.0}
     if ctx.resume_state:

@@ -227,7 +227,7 @@ def _scheduler(cfg: ExperimentConfig, tcfg: TuneConfig):
     if tcfg.scheduler == "pbt":
         return PopulationBasedTraining(time_attr="training_iteration",
                                        perturbation_interval=tcfg.perturbation_interval,
-                                       quantile_fraction=tcfg.quantile_fraction,
+                                       quantile_fraction=tcfg.quantile_fraction, synch=tcfg.pbt_synch,
                                        hyperparam_mutations=search_space(tcfg.search_space, for_pbt=True))
     return FIFOScheduler()
 
