@@ -64,17 +64,20 @@ def report(paths: list[str]) -> None:
     runs = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r["task"], r["mode"]), []).append(r)
-    print("| task | mode | seeds | epochs | train ex. | test acc (mean ± sd) | per seed | best | s/epoch (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (task, mode), rs in sorted(groups.items()):
+        groups.setdefault((r["task"], r["epochs"], r["mode"]), []).append(r)
+    print("| task | mode | seeds | epochs | train ex. | test acc (mean ± sd) | per seed | best | "
+          "wall s/epoch (median) | CPU s/epoch (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (task, _, mode), rs in sorted(groups.items()):
         accs = [r["test_acc"] for r in rs]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         t = statistics.median([x for r in rs for x in r["epoch_times_s"]])
+        cpu = [x for r in rs for x in r.get("epoch_cpu_s", [])]
+        cpu_s = f"{statistics.median(cpu):.1f}" if cpu else "n/a"
         print(f"| {task} | {mode} | {len(rs)} | {rs[0]['epochs']} | {rs[0]['train_examples']} | "
               f"{100 * statistics.mean(accs):.2f} ± {100 * sd:.2f} | "
               f"{', '.join(f'{100 * a:.2f}' for a in accs)} | {100 * max(r['best_test_acc'] for r in rs):.2f} | "
-              f"{t:.1f} |")
+              f"{t:.1f} | {cpu_s} |")
 
 
 def main() -> None:
