@@ -45,7 +45,8 @@ class TuneConfig(StrictModel):
     max_failures: int = Field(2, ge=0, description="Times a failed trial is retried from its last checkpoint.")
     trial_cpus: float = Field(1.0, gt=0, description="CPUs of each trial's own process (backprop, driver "
                                                      "loop); its ES workers add runtime.num_workers bundles.")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per trial.")
+    keep_checkpoints: int = Field(4, ge=1, description="Checkpoints kept per trial (PBT needs > 2: a donor's "
+                                                       "checkpoint must survive until it is copied).")
 
     @model_validator(mode="after")
     def _check_space(self):
