@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..config import ExperimentConfig, build_config, load_config
+from ..config import ConfigError, ExperimentConfig, build_config, load_config
 from ..config.hybrid import TuneConfig
 from ..core.results import RunDirectory, load_checkpoint
 from . import get_trainer
@@ -251,7 +251,8 @@ def build_tuner(base_raw: dict, storage: str, data_root: Optional[str] = None, n
     path = os.path.join(storage, name)
     if resume:
         if not tune.Tuner.can_restore(path):
-            raise FileNotFoundError(f"resume error: no Tune experiment to resume in {path}")
+            # A ConfigError is printed by the CLI as one line (exit code 2), like other bad input.
+            raise ConfigError(f"resume error: no Tune experiment to resume in {path}")
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     # Initial values are sampled from the space; PBT then perturbs the same keys (its mutations).
     space = dict(search_space(tcfg.search_space), **(extra_space or {}))
@@ -292,6 +293,8 @@ def run_tune(config: str | dict, overrides: list[str] = (), data_root: Optional[
     cfg = build_config(base_raw)
     check_available(cfg.data, data_root)
     data_root = str(Path(data_root).resolve()) if data_root else None  # trials run in their own folders
+    if resume and not (Path(storage).expanduser().resolve() / (cfg.name or cfg.algorithm)).is_dir():
+        raise ConfigError(f"resume error: no Tune experiment '{cfg.name or cfg.algorithm}' in {storage}")
     connect(cfg.runtime.address, cfg.runtime.local_num_cpus)
     tuner = build_tuner(base_raw, storage, data_root, resume=resume, extra_space=extra_space)
     grid = tuner.fit()
