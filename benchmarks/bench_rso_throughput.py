@@ -30,26 +30,33 @@ def machine() -> str:
     return f"nproc={os.cpu_count()}, CPU {cpu}, {platform.platform()}, torch {torch.__version__}"
 
 
-def run_mode(mode, data, args):
+def make_search(mode, data, args):
     cfg = build_config({"algorithm": "rso", "seed": 72, "data": {"source": "synthetic"},
                         "model": {"name": "rso_mnist", "init_seed": 420},
                         "rso": {"batch_size": args.batch, "mode": mode, "cycles": 50}})
     net = build_model(cfg.model, data.input_shape, data.num_classes)
-    search = RSOSearch(net, data, cfg.rso, cfg.seed, record_decisions=True)
-    per_tensor, decisions, guard, cache_s = [], [], 0, 0.0
-    for ti, spec in enumerate(search.order):
+    return RSOSearch(net, data, cfg.rso, cfg.seed, record_decisions=True)
+
+
+def run_modes(modes, data, args):
+    """Tensor by tensor, the three paths one after the other (interleaved, so that a load change on the
+    shared machine hits every path alike)."""
+    searches = {m: make_search(m, data, args) for m in modes}
+    res = {m: ([], [], 0) for m in modes}
+    for ti, spec in enumerate(searches[modes[0]].order):
         if spec.kind not in ("fc", "conv"):
             continue   # BN tensors (192 of 12,016 scalars) cost what their block's conv trials cost
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            search.prepare_group(0, spec.group)
-        cache_s += time.perf_counter() - t0
-        st = search.sweep(0, ti, 0, args.trials)
-        per_tensor.append((spec.name, spec.numel, st.seconds / st.trials))
-        decisions += st.decisions
-        guard += st.guard_full
-        print(f"{mode:6s} {spec.name:22s} {st.seconds / st.trials * 1000:9.1f} ms/trial", flush=True)
-    return per_tensor, decisions, guard, cache_s, search.params()
+        for m in modes:
+            search = searches[m]
+            with torch.no_grad():
+                search.prepare_group(0, spec.group)     # cache build, once per group: not timed
+            st = search.sweep(0, ti, 0, args.trials)
+            per, dec, guard = res[m]
+            per.append((spec.name, spec.numel, st.seconds / st.trials))
+            res[m] = (per, dec + st.decisions, guard + st.guard_full)
+            print(f"{m:6s} {spec.name:22s} {st.seconds / st.trials * 1000:9.1f} ms/trial "
+                  f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
+    return {m: (*res[m], 0.0, searches[m].params()) for m in modes}
 
 
 def main():
@@ -66,7 +73,7 @@ def main():
     dcfg = build_config({"data": {"source": "mnist", "val_size": 0, "train_subset": args.train_subset}}).data
     data = load_dataset(dcfg, args.data_root)
     load_before = open("/proc/loadavg").read().strip()
-    results = {m: run_mode(m, data, args) for m in ("fast", "cached", "full")}
+    results = run_modes(("fast", "cached", "full"), data, args)
     load_after = open("/proc/loadavg").read().strip()
     same_dec = results["fast"][1] == results["cached"][1] == results["full"][1]
     same_w = all(torch.equal(results["fast"][4][k], results[m][4][k]) for m in ("cached", "full")
