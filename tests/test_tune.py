@@ -119,6 +119,6 @@ def test_tune_section_is_generic():
     from evoplat.trainers.tune import trial_config, tune_section
     cfg = trial_config(hybrid_raw() | {"algorithm": "es"}, {"es.popsize": 16, "_fail_flag": "x"})
     assert cfg.algorithm == "es" and cfg.es.popsize == 16 and cfg.run.checkpoint_every == 1 == cfg.run.eval_every
-    assert tune_section(cfg) is cfg.hybrid.tune and cfg.runtime.spread_nodes is False
+    assert tune_section(cfg) is cfg.hybrid.tune
     with pytest.raises(Exception):
         build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))

@@ -99,10 +99,13 @@ class WorkerPool:
         # Ray must not restart actors or retry their tasks on its own: the pool re-runs lost items
         # itself, exactly once each, and a Ray-side retry could deliver a second result.
         opts = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0, max_task_retries=0)
-        if self.placement_group is not None:
+        # Inside a placement group (one given, or the one a Ray Tune trial runs in) workers take any
+        # bundle with room (-1): the trial's own bundle is already used by the trial process.
+        pg = self.placement_group or ray.util.get_current_placement_group()
+        if pg is not None:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                self.placement_group, placement_group_bundle_index=index % self.num_workers)
+                pg, placement_group_bundle_index=-1, placement_group_capture_child_tasks=True)
         elif self.spread:
             opts["scheduling_strategy"] = "SPREAD"
         return opts

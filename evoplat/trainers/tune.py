@@ -52,7 +52,6 @@ def trial_config(base_raw: dict, trial: dict) -> ExperimentConfig:
             set_dotted(raw, key, value)
     set_dotted(raw, "run.checkpoint_every", 1)       # every report carries a checkpoint
     set_dotted(raw, "run.eval_every", 1)             # and the validation metric the scheduler ranks by
-    set_dotted(raw, "runtime.spread_nodes", False)   # pool actors join the trial's placement group
     return build_config(raw)
 
 

@@ -1,0 +1,30 @@
+"""Rebuild BENCHMARKS.md: the summary table (benchmarks/summary.md) followed by every results file.
+
+    python benchmarks/collect.py
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["population", "scaling", "es_mnist", "rso", "rso_throughput", "rso_sharded", "hybrid", "cluster",
+         "rec_lra", "consequential", "grad_instructor"]
+
+
+def main() -> None:
+    results = HERE / "results"
+    files = sorted(results.glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
+    parts = [(HERE / "summary.md").read_text().rstrip() + "\n"]
+    for f in files:
+        text = f.read_text().rstrip() + "\n"
+        # images are referenced relative to results/; BENCHMARKS.md sits at the top level
+        text = re.sub(r"\]\((?!http|/|benchmarks/)([^)]+\.png)\)", r"](benchmarks/results/\1)", text)
+        text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+        parts.append(f"\n---\n<!-- from benchmarks/results/{f.name} -->\n\n{text}")
+    (HERE.parent / "BENCHMARKS.md").write_text("".join(parts))
+    print(f"BENCHMARKS.md: summary + {len(files)} results files")
+
+
+if __name__ == "__main__":
+    main()
