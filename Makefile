@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_CONFIG ?= experiments/es_mnist.yaml
+DEMO_GENERATIONS ?= 120
 
 .PHONY: demo test install clean
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # ES on an MLP on MNIST, on a Ray instance started in-process. Data: $EVOPLAT_DATA (or --data-root).
 demo: $(STAMP)
-	$(BIN)/evoplat run $(DEMO_CONFIG)
+	$(BIN)/evoplat run $(DEMO_CONFIG) --set es.generations=$(DEMO_GENERATIONS)
 	$(BIN)/evoplat report $$(ls -dt runs/es_mnist-* | head -n 1)
 
 test: $(STAMP)
