@@ -3,6 +3,7 @@ cluster shut it down first, and the next test that asks for `ray_local` starts i
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -15,16 +16,17 @@ def ray_local():
     if not ray.is_initialized():
         # 4 logical CPUs on a 2-core machine: lets 3-worker tests schedule; work is small.
         # address="local": never join a cluster someone's `ray start` recorded on this machine.
-        # One retry: on a heavily loaded machine the raylet can miss its start-up deadline once.
-        for attempt in range(2):
+        # Retried: on a heavily loaded machine the raylet can miss Ray's start-up deadline.
+        for attempt in range(3):
             try:
                 ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False,
                          log_to_driver=False)
                 break
             except Exception:
                 ray.shutdown()
-                if attempt:
+                if attempt == 2:
                     raise
+                time.sleep(10)
     yield ray
 
 

@@ -11,26 +11,6 @@ from evoplat.config import build_config, to_yaml
 from evoplat.core.results import RunDirectory
 
 
-@pytest.fixture
-def ray_started():
-    """The session's local Ray (as `ray_local` starts it), retried: on a heavily loaded machine a raylet
-    can miss Ray's 30 s startup window. `ray_local` then reuses the instance."""
-    import time
-
-    import ray
-    for attempt in range(3):
-        if ray.is_initialized():
-            break
-        try:
-            ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        except Exception:
-            if attempt == 2:
-                raise
-            ray.shutdown()
-            time.sleep(10)
-    return ray
-
-
 def hybrid_cfg(tmp=None, **hybrid):
     hc = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": False, "es_every": 1, "es_generations": 3,
           "es_popsize": 6, "sigma": 0.1}
@@ -159,7 +139,7 @@ def test_resume_is_exact(tmp_path, kind):
         final_state(resumed)["optimizer"]["state"][0]["exp_avg"])
 
 
-def test_one_and_two_workers_agree(ray_started, ray_local, tmp_path):
+def test_one_and_two_workers_agree(ray_local, tmp_path):
     """ES phases on real Ray actors: the result does not depend on the number of workers."""
     out = []
     for w in (1, 2):

@@ -7,26 +7,6 @@ import pytest
 from evoplat.config import build_config
 
 
-@pytest.fixture
-def ray_started():
-    """The session's local Ray (as `ray_local` starts it), retried: on a heavily loaded machine a raylet
-    can miss Ray's 30 s startup window. `ray_local` then reuses the instance."""
-    import time
-
-    import ray
-    for attempt in range(3):
-        if ray.is_initialized():
-            break
-        try:
-            ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        except Exception:
-            if attempt == 2:
-                raise
-            ray.shutdown()
-            time.sleep(10)
-    return ray
-
-
 def hybrid_raw(**hybrid) -> dict:
     hc = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": False, "es_every": 1, "es_generations": 2,
           "es_popsize": 4, "sigma": 0.05,
@@ -46,7 +26,7 @@ def trial_rows(grid) -> dict:
     return {r.path: r.metrics_dataframe for r in grid}
 
 
-def test_sweep_completes_and_reports(ray_started, ray_local, tmp_path):
+def test_sweep_completes_and_reports(ray_local, tmp_path):
     from evoplat.trainers.tune import run_tune
     raw = hybrid_raw(tune={"scheduler": "asha", "grace_period": 2, "num_samples": 1,
                            "search_space": {"hybrid.es_every": {"grid": [1, 2, 3]}}})
@@ -62,7 +42,7 @@ def test_sweep_completes_and_reports(ray_started, ray_local, tmp_path):
     assert out["best_config"]["hybrid.es_every"] in (1, 2, 3)
 
 
-def test_pbt_exploit_restores_donor_checkpoint(ray_started, ray_local, tmp_path):
+def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
     """A bad trial (tiny lr) copies the good one's checkpoint: it must resume from exactly that state."""
     from ray import tune
 
@@ -85,7 +65,7 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_started, ray_local, tmp_path)
         assert int(first["step"]) == int(first["restored_step"]) + 1  # continues right after the donor's step
 
 
-def test_interrupted_experiment_resumes_exactly(ray_started, ray_local, tmp_path):
+def test_interrupted_experiment_resumes_exactly(ray_local, tmp_path):
     """Trial 0 dies after epoch 2; the restored experiment finishes it with the state an uninterrupted
     twin (trial 1, same config) reaches."""
     from ray import tune
