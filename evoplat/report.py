@@ -21,7 +21,8 @@ def report(run_dir: str) -> list[Path]:
     for col in ("test_acc", "val_acc", "best_test_acc", "train_loss", "wall_time"):
         if col in table and table[col].notna().any():
             s = table[col].dropna()
-            print(f"  {col:14s} last={s.iloc[-1]:.4f}  best={s.max() if 'acc' in col else s.min():.4f}")
+            best = "" if col == "wall_time" else f"  best={s.max() if 'acc' in col else s.min():.4f}"
+            print(f"  {col:14s} last={s.iloc[-1]:.4f}{best}")
     if (run / "summary.json").is_file():
         print("  summary:", json.loads((run / "summary.json").read_text()))
     import matplotlib
