@@ -110,6 +110,8 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import report
+    if not (Path(args.run_dir) / "metrics.parquet").is_file():
+        raise UsageError(f"report error: no metrics.parquet in {args.run_dir}")
     report(args.run_dir)
     return 0
 

@@ -92,3 +92,8 @@ def test_help_documents_every_cli_option(capsys):
     out = capsys.readouterr().out
     for opt in ("--set", "--data-root", "--run-dir", "--resume", "--overwrite"):
         assert opt in out
+
+
+def test_report_on_a_folder_without_metrics(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no metrics.parquet" in capsys.readouterr().err
