@@ -169,6 +169,27 @@ def test_cached_block_outputs_stay_equal_to_a_fresh_forward():
             for k in range(3):
                 outs[k] = search.net.block(k, outs[k - 1])
         torch.testing.assert_close(cache.current[b], outs[2], rtol=1e-5, atol=1e-5)
+        with torch.no_grad():   # block 3's pre-BN tensor, kept up to date by one-channel deltas
+            pre3 = search.net.block_pre(3, outs[2])
+        torch.testing.assert_close(cache.pre_next[b], pre3, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_path_equals_full_passes_over_long_sweeps():
+    """Hundreds of trials per batch on blocks with and without pooling: the next layer's pre-BN
+    tensor goes through many delta updates, resyncs and stale-channel refreshes."""
+    runs = {}
+    for mode in ("fast", "full"):
+        search, _ = make_search(small_cfg(mode=mode))
+        decisions = []
+        for ti, spec in enumerate(search.order):
+            if spec.group in (0, 1, 2):
+                decisions += search.sweep(0, ti, 0, 200).decisions
+        runs[mode] = (search, decisions)
+    (fast, fast_dec), (full, full_dec) = runs["fast"], runs["full"]
+    assert fast_dec == full_dec and len(fast_dec) == 2 * 200 + 144 + 6 * 16
+    assert 0 < fast_dec.count(0) < len(fast_dec)
+    for name, p in full.params().items():
+        assert torch.equal(p, fast.params()[name]), name
 
 
 def test_resume_mid_tensor_equals_uninterrupted():

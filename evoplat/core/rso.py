@@ -9,9 +9,10 @@ Evaluation paths (`mode`), all with the decisions of the plain method:
   full   - three forward passes of the whole network (brute force; the reference);
   cached - the authors' way: from the layer's cached inputs, one candidate per pass;
   fast   - the three candidates in one batched pass from the layer, recomputing only the touched
-           output channel of the perturbed layer (rso_cache.py).
+           output channel of the perturbed layer and updating the next layer's pre-BN tensor by a
+           one-input-channel conv (rso_cache.py).
 The cached paths round differently from the full pass, so a decision whose margin is within
-`tie_rel_tol` of the loss is re-decided by the full pass: decisions then equal brute force exactly.
+`tie_tol` x batch size is re-decided by the full pass: decisions then equal brute force exactly.
 """
 from __future__ import annotations
 
@@ -36,9 +37,8 @@ def choose(losses: torch.Tensor) -> int:
     return best
 
 
-def is_clear(losses: torch.Tensor, winner: int, rel_tol: float) -> bool:
-    """True when the winner beats every other candidate by more than the rounding margin."""
-    tol = rel_tol * float(losses.abs().max())
+def is_clear(losses: torch.Tensor, winner: int, tol: float) -> bool:
+    """True when the winner beats every other candidate by more than the rounding margin `tol`."""
     return all(float(losses[i] - losses[winner]) > tol for i in range(len(losses)) if i != winner)
 
 
@@ -85,7 +85,8 @@ class RSOSearch:
         self.batches = group_batches(self.seed, cycle, group, n, self.cfg.batch_size, self.cfg.batches_per_layer)
         self.cache = None
         if self.cfg.mode != "full":
-            self.cache = GroupCache(self.net, group, [self.data.x_train[i] for i in self.batches])
+            self.cache = GroupCache(self.net, group, [self.data.x_train[i] for i in self.batches],
+                                    fast=self.cfg.mode == "fast")
         self._cache_key = key
 
     def invalidate(self) -> None:
@@ -121,7 +122,7 @@ class RSOSearch:
             else:
                 losses, chan = self.cache.single_losses(b, spec, j, values, y)
         winner = choose(losses)
-        if self.cfg.mode != "full" and not is_clear(losses, winner, self.cfg.tie_rel_tol):
+        if self.cfg.mode != "full" and not is_clear(losses, winner, self.cfg.tie_tol * len(self.batches[b])):
             losses = self.full_losses(b, spec.name, j, values)
             winner = choose(losses)
             stats.guard_full += 1

@@ -31,12 +31,31 @@ def bn_train(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: i
     """Batch norm with batch statistics; `groups` candidates stacked on the batch axis normalise apart."""
     if groups == 1:
         return F.batch_norm(x, None, None, gamma, beta, training=True, eps=BN_EPS)
-    n, c = x.shape[:2]
-    # (K*B, C, H, W) -> (B, K*C, H, W): per-channel statistics are then per (candidate, channel).
-    xs = x.view(groups, n // groups, c, *x.shape[2:]).transpose(0, 1).reshape(n // groups, groups * c,
-                                                                               *x.shape[2:])
-    y = F.batch_norm(xs, None, None, gamma.repeat(groups), beta.repeat(groups), training=True, eps=BN_EPS)
-    return y.view(n // groups, groups, c, *x.shape[2:]).transpose(0, 1).reshape(x.shape)
+    # Each candidate's rows are a contiguous slice: normalising them one by one is what K separate
+    # passes do, without the transposes a (B, K*C, H, W) layout would cost.
+    n = x.shape[0] // groups
+    return torch.cat([F.batch_norm(x[i * n:(i + 1) * n], None, None, gamma, beta, training=True, eps=BN_EPS)
+                      for i in range(groups)])
+
+
+def pooled_kernel(w: torch.Tensor) -> torch.Tensor:
+    """The kernel of avg_pool2d(conv2d(x, w, padding=1), 2) as one conv with stride 2 and padding 1:
+    the 3x3 kernel convolved with the 2x2 box / 4 (a 4x4 kernel)."""
+    box = torch.full((1, 1, 2, 2), 0.25, dtype=w.dtype, device=w.device)
+    c_out, c_in = w.shape[:2]
+    return F.conv_transpose2d(w.reshape(c_out * c_in, 1, 3, 3), box).view(c_out, c_in, 4, 4)
+
+
+def conv_skip_pool(a: torch.Tensor, w: torch.Tensor, pool: bool, fold_pool: bool = False,
+                   skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """conv3x3(a) [+ skip] [-> 2x2 average pool], the pool optionally folded into the conv."""
+    if pool and fold_pool:
+        z = F.conv2d(a, pooled_kernel(w), stride=2, padding=1)
+        return z if skip is None else z + F.avg_pool2d(skip, 2)
+    z = F.conv2d(a, w, padding=1)
+    if skip is not None:
+        z = z + skip
+    return F.avg_pool2d(z, 2) if pool else z
 
 
 def bn_eval(x: torch.Tensor, stats: tuple, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -93,18 +112,24 @@ class RSONet(nn.Module):
         return bn_train(q, bn.weight, bn.bias, groups)
 
     def block(self, k: int, inp: torch.Tensor, skip_src: Optional[torch.Tensor] = None, groups: int = 1,
-              stats: Optional[dict] = None) -> torch.Tensor:
+              stats: Optional[dict] = None, fold_pool: bool = False) -> torch.Tensor:
         """Block k's BN output from its input (the previous block's BN output, or the image).
 
         `stats=None`: batch statistics. A dict: eval with the statistics it holds, or, where it holds
         none for a BN yet, batch statistics that are then recorded into it (calibration pass).
+        `fold_pool`: conv + 2x2 average pool as one stride-2 conv (same result up to rounding, 16
+        instead of 36 multiply-adds per output and no full-resolution tensor; RSO's fast path).
         """
+        return self.block_bn(k, self.block_pre(k, inp, skip_src, groups, stats, fold_pool), groups, stats)
+
+    def block_pre(self, k: int, inp: torch.Tensor, skip_src: Optional[torch.Tensor] = None, groups: int = 1,
+                  stats: Optional[dict] = None, fold_pool: bool = False) -> torch.Tensor:
+        """Block k up to its BN: ReLU -> conv -> [+ skip] -> [pool] (RSO caches this to update it)."""
         a = inp if k == 0 else F.relu(inp)
-        z = F.conv2d(a, self.convs[k].weight, padding=1)
-        if k in self.skips:
-            z = z + self.skip_term(k, skip_src, groups, stats)
-        if k in self.pool_after:
-            z = F.avg_pool2d(z, 2)
+        return conv_skip_pool(a, self.convs[k].weight, k in self.pool_after, fold_pool,
+                              self.skip_term(k, skip_src, groups, stats) if k in self.skips else None)
+
+    def block_bn(self, k: int, z: torch.Tensor, groups: int = 1, stats: Optional[dict] = None) -> torch.Tensor:
         bn = self.bns[k]
         if stats is not None and ("bn", k) in stats:
             return bn_eval(z, stats[("bn", k)], bn.weight, bn.bias)
@@ -112,7 +137,8 @@ class RSONet(nn.Module):
             stats[("bn", k)] = _batch_stats(z)
         return bn_train(z, bn.weight, bn.bias, groups)
 
-    def run_blocks(self, start: int, outs: dict, groups: int = 1, stats: Optional[dict] = None) -> torch.Tensor:
+    def run_blocks(self, start: int, outs: dict, groups: int = 1, stats: Optional[dict] = None,
+                   fold_pool: bool = False) -> torch.Tensor:
         """Run blocks start..L-1. `outs[j]` holds block j's output for every j < start still needed
         (start-1 and skip sources); a tensor of batch B is broadcast to K candidates when needed."""
         outs = dict(outs)
@@ -121,7 +147,7 @@ class RSONet(nn.Module):
             src = outs.get(self.skips[k]) if k in self.skips else None
             if src is not None and src.shape[0] != h.shape[0]:
                 src = src.repeat(h.shape[0] // src.shape[0], 1, 1, 1)
-            h = self.block(k, h, src, groups, stats)
+            h = self.block(k, h, src, groups, stats, fold_pool)
             outs[k] = h
         return h
 
