@@ -1,9 +1,10 @@
 """Sharded RSO on Ray workers: throughput with 2 workers vs 1 (same shards, so the same trials and
 results), and the accuracy gap to the sequential sweep at equal numbers of trials.
 
-Runs the real trainer (evoplat.trainers.rso) on MNIST with a trial budget per tensor:
+Runs the real trainer (evoplat.trainers.rso) on MNIST, the throughput part with a trial budget per
+tensor, the gap part over one whole cycle (or the same budget with --gap-trials-per-tensor):
     .venv/bin/python benchmarks/bench_rso_sharded.py --data-root /work/shared/data \
-        --batch 5000 --trials-per-tensor 64 --shard-size 32
+        --batch 5000 --trials-per-tensor 128 --shard-size 64 --gap-batch 1000 --gap-train-subset 12000
 Throughput = trials of every layer sweep after the first / wall time between their reports (worker
 start-up and the first group's cache are excluded); test evaluation only at the end.
 """
@@ -45,6 +46,9 @@ def main():
     ap.add_argument("--shard-size", type=int, default=32)
     ap.add_argument("--train-subset", type=int, default=10000)
     ap.add_argument("--test-subset", type=int, default=10000)
+    ap.add_argument("--gap-batch", type=int, default=1000)
+    ap.add_argument("--gap-train-subset", type=int, default=12000)
+    ap.add_argument("--gap-trials-per-tensor", type=int, default=0, help="0: every scalar (a whole cycle)")
     ap.add_argument("--parts", default="throughput,gap")
     ap.add_argument("--out", default="benchmarks/results/rso_sharded.md")
     args = ap.parse_args()
@@ -58,18 +62,24 @@ def main():
             "rso": {"cycles": 1, "batch_size": args.batch, "trials_per_tensor": args.trials_per_tensor,
                     "shard_size": args.shard_size}}
 
-    def with_(rso=None, runtime=None):
+    def with_(rso=None, runtime=None, data=None):
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
         raw["rso"].update(rso or {})
         raw["runtime"].update(runtime or {})
+        raw["data"].update(data or {})
         return raw
+
+    gap_set = {"batch_size": args.gap_batch, "trials_per_tensor": args.gap_trials_per_tensor or None}
+    gap_data = {"train_subset": args.gap_train_subset}
 
     load0 = open("/proc/loadavg").read().strip()
     lines = [f"## Sharded RSO ({datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC)", "",
              f"- machine: nproc={os.cpu_count()}; load average at start `{load0}` (shared machine)",
              f"- command: `.venv/bin/python benchmarks/bench_rso_sharded.py --data-root {args.data_root} "
              f"--batch {args.batch} --trials-per-tensor {args.trials_per_tensor} --shard-size {args.shard_size} "
-             f"--train-subset {args.train_subset} --test-subset {args.test_subset} --parts {args.parts}`", ""]
+             f"--train-subset {args.train_subset} --test-subset {args.test_subset} --gap-batch {args.gap_batch} "
+             f"--gap-train-subset {args.gap_train_subset} --gap-trials-per-tensor {args.gap_trials_per_tensor} "
+             f"--parts {args.parts}`", ""]
     if "throughput" in args.parts:
         s1, r1, w1, _ = run(with_({"sharded": True, "shards": 2}, {"num_workers": 1}), args.data_root)
         s2, r2, w2, _ = run(with_({"sharded": True, "shards": 2}, {"num_workers": 2}), args.data_root)
@@ -79,9 +89,11 @@ def main():
                   f"Speed-up 2 vs 1 workers: **{r2 / r1:.2f}x** (target >= 1.7x); same results: "
                   f"{s1['test_acc'] == s2['test_acc']}; load average after `{open('/proc/loadavg').read().strip()}`", ""]
     if "gap" in args.parts:
-        seq, rs, ws, rows_s = run(with_(), args.data_root)
-        sh, rh, wh, rows_h = run(with_({"sharded": True, "shards": 2}, {"num_workers": 2}), args.data_root)
-        lines += ["Accuracy gap at equal trials (one budgeted cycle):", "",
+        seq, rs, ws, rows_s = run(with_(gap_set, data=gap_data), args.data_root)
+        sh, rh, wh, rows_h = run(with_(dict(gap_set, sharded=True, shards=2), {"num_workers": 2}, gap_data),
+                                 args.data_root)
+        lines += [f"Accuracy gap at equal trials (one cycle, batch {args.gap_batch}, "
+                  f"{args.gap_train_subset} training images, sharded: 2 shards of {args.shard_size} on 2 workers):", "",
                   "| method | trials | final train loss (mean CE of kept candidates, last sweep) | test acc | wall (s) |",
                   "|---|---|---|---|---|",
                   f"| sequential | {seq['trials_total']} | {rows_s[-1]['train_loss']:.4f} | {seq['test_acc']:.4f} | {ws:.0f} |",

@@ -14,6 +14,7 @@ from evoplat.core.models import build_model
 from evoplat.core.models.rso_nets import RSONet
 from evoplat.core.rso import RSOSearch, choose
 from evoplat.core.rso_plan import anneal_scale, group_batches, perturbations, visiting_order
+from evoplat.core.rso_shard import MergeGuard, apply_changes
 
 torch.set_num_threads(1)
 
@@ -223,3 +224,34 @@ def test_load_params_inside_the_group_marks_channels_stale():
     params["convs.1.weight"][0] += 0.5            # a block below: the cache is dropped
     a.load_params(params)
     assert a.cache is None
+
+
+@pytest.mark.parametrize("name", ["fc.weight", "convs.5.weight", "convs.2.weight", "bns.0.weight"])
+def test_merge_guard_picks_what_whole_network_passes_pick(name):
+    """The guard reuses the outputs of the blocks below the group; its losses are those of the whole
+    network, so it keeps the option a brute-force check would keep."""
+    search, data = make_search(small_cfg())
+    param = search.net.get_parameter(name)
+    base = param.detach().clone()
+    gen = torch.Generator().manual_seed(3)
+    results = []
+    for a, b in ((0, 8), (8, 16)):
+        idx = torch.arange(a, b)
+        results.append({"indices": idx.tolist(), "values": base.view(-1)[idx] + torch.randn(b - a, generator=gen)})
+    guard = MergeGuard(search)
+    for r in range(3):
+        chosen, which = guard.choose(name, base, results, 0, r)
+        options = [apply_changes(base, results)] + [apply_changes(base, [x]) for x in results] + [base]
+        spec = next(s for s in search.order if s.name == name)
+        batches = group_batches(search.seed + 7919, 0, spec.group, len(data.x_train), 32, None)
+        idx = batches[r % len(batches)]
+        losses = []
+        with torch.no_grad():
+            for opt in options:
+                param.data.copy_(opt)
+                losses.append(F.cross_entropy(search.net(data.x_train[idx]).double(), data.y_train[idx],
+                                              reduction="sum"))
+        assert which == int(np.argmin([float(v) for v in losses]))
+        param.data.copy_(chosen)
+        assert torch.equal(chosen, options[which])
+        base = chosen.clone()

@@ -62,26 +62,50 @@ def apply_changes(base: torch.Tensor, results: list[dict]) -> torch.Tensor:
     return merged.view(base.shape)
 
 
-def guarded_merge(search: RSOSearch, name: str, base: torch.Tensor, results: list[dict], cycle: int,
-                  round_index: int) -> tuple[torch.Tensor, int]:
-    """Pick, among {merged round, each shard alone, base}, the lowest loss on a check batch of the
-    group (whole network, BN in train mode). Returns (chosen tensor, which: 0 merged, 1+s shard s,
-    len(results)+1 base). Ties prefer the merged round, then single shards, then the base."""
-    spec = next(s for s in search.order if s.name == name)
-    batches = group_batches(search.seed + 7919, cycle, spec.group, len(search.data.x_train),
-                            search.cfg.batch_size, search.cfg.batches_per_layer)
-    idx = batches[round_index % len(batches)]
-    x, y = search.data.x_train[idx], search.data.y_train[idx]
-    options = [apply_changes(base, results)] + [apply_changes(base, [r]) for r in results] + [base]
-    param = search.net.get_parameter(name)
-    losses = []
-    with torch.no_grad():
-        for opt in options:
-            param.data.copy_(opt)
-            losses.append(ce_sums(search.net(x), y, 1)[0])
-    which = choose(torch.stack(losses))
-    param.data.copy_(options[which])
-    return options[which], which
+class MergeGuard:
+    """The driver's check of a merged round: among {merged round, each shard alone, base}, keep the one
+    with the lowest loss on a check batch of the group (BN in train mode). The blocks below the swept
+    group do not change during its rounds, so their outputs on each check batch are computed once and
+    only the group and what lies above it run per option (what a whole-network pass would give)."""
+
+    def __init__(self, search: RSOSearch):
+        self.search = search
+        self._key: Optional[tuple] = None
+        self._below: dict = {}          # check batch index -> outputs of the blocks below the group
+
+    def _inputs(self, group: int, cycle: int, round_index: int):
+        search, net = self.search, self.search.net
+        batches = group_batches(search.seed + 7919, cycle, group, len(search.data.x_train),
+                                search.cfg.batch_size, search.cfg.batches_per_layer)
+        b = round_index % len(batches)
+        if self._key != (cycle, group):
+            self._key, self._below = (cycle, group), {}
+        if b not in self._below:
+            x = search.data.x_train[batches[b]]
+            start = min(group, net.num_blocks)
+            outs = {-1: x}
+            for k in range(start):
+                outs[k] = net.block(k, outs[k - 1], outs.get(net.skips[k]) if k in net.skips else None)
+            self._below[b] = {j: outs[j] for j in net.needed_outputs(start)}
+        return self._below[b], search.data.y_train[batches[b]]
+
+    def choose(self, name: str, base: torch.Tensor, results: list[dict], cycle: int,
+               round_index: int) -> tuple[torch.Tensor, int]:
+        """Returns (chosen tensor, which: 0 merged, 1+s shard s, len(results)+1 base), and leaves it
+        in the network. Ties prefer the merged round, then single shards, then the base."""
+        search, net = self.search, self.search.net
+        spec = next(s for s in search.order if s.name == name)
+        with torch.no_grad():
+            outs, y = self._inputs(spec.group, cycle, round_index)
+            options = [apply_changes(base, results)] + [apply_changes(base, [r]) for r in results] + [base]
+            param = net.get_parameter(name)
+            losses = []
+            for opt in options:
+                param.data.copy_(opt)
+                losses.append(ce_sums(net.head(net.run_blocks(min(spec.group, net.num_blocks), outs)), y, 1)[0])
+        which = choose(torch.stack(losses))
+        param.data.copy_(options[which])
+        return options[which], which
 
 
 def merge_stats(results: list[dict]) -> SweepStats:

@@ -12,7 +12,7 @@ import functools
 from ..core.data import load_dataset
 from ..core.models import build_model
 from ..core.rso import RSOSearch, SweepStats, train_loss_and_accuracy
-from ..core.rso_shard import RSOShardHost, apply_changes, guarded_merge, merge_stats, shard_ranges
+from ..core.rso_shard import MergeGuard, RSOShardHost, apply_changes, merge_stats, shard_ranges
 from .context import RunContext
 
 
@@ -20,7 +20,8 @@ def group_label(group: int, num_blocks: int) -> str:
     return "fc" if group == num_blocks else f"block{group}"
 
 
-def run_tensor_sharded(pool, search: RSOSearch, cfg, cycle: int, ti: int, shards: int) -> tuple[SweepStats, int]:
+def run_tensor_sharded(pool, search: RSOSearch, guard: MergeGuard, cfg, cycle: int, ti: int,
+                       shards: int) -> tuple[SweepStats, int]:
     """All rounds over one tensor; returns the stats and how many merged rounds the guard overruled."""
     spec = search.order[ti]
     param = search.net.get_parameter(spec.name)
@@ -31,7 +32,7 @@ def run_tensor_sharded(pool, search: RSOSearch, cfg, cycle: int, ti: int, shards
         base = param.detach().clone()
         results = pool.run("run_shard", items=[(cycle, ti, a, b) for a, b in ranges], shared=(search.params(),))
         if len(ranges) > 1 and cfg.rso.merge_guard:
-            _, which = guarded_merge(search, spec.name, base, results, cycle, r)
+            _, which = guard.choose(spec.name, base, results, cycle, r)
             overruled += int(which != 0)
         else:
             param.data.copy_(apply_changes(base, results))
@@ -60,6 +61,7 @@ def train(ctx: RunContext) -> dict:
         pool = make_pool(functools.partial(RSOShardHost, cfg, ctx.data_root), cfg.runtime)
         pool.wait_ready()
         shards = cfg.rso.shards or cfg.runtime.num_workers
+    guard = MergeGuard(search)
     calib = data.x_train[:cfg.rso.eval_bn_images]
     last: dict = {}
     try:
@@ -71,7 +73,7 @@ def train(ctx: RunContext) -> dict:
                 if pool is None:
                     s = search.sweep(cycle, ti, 0, cfg.rso.trials_per_tensor)
                 else:
-                    s, o = run_tensor_sharded(pool, search, cfg, cycle, ti, shards)
+                    s, o = run_tensor_sharded(pool, search, guard, cfg, cycle, ti, shards)
                     overruled += o
                 stats.add(s)
                 row[f"accepted_frac_{order[ti].kind}"] = s.accepted / max(1, s.trials)
