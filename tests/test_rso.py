@@ -14,7 +14,7 @@ from evoplat.core.models import build_model
 from evoplat.core.models.rso_nets import RSONet
 from evoplat.core.rso import RSOSearch, choose
 from evoplat.core.rso_plan import anneal_scale, group_batches, perturbations, visiting_order
-from evoplat.core.rso_shard import MergeGuard, apply_changes
+from evoplat.core.rso_shard import MergeGuard, apply_changes, shard_ranges
 
 torch.set_num_threads(1)
 
@@ -255,3 +255,11 @@ def test_merge_guard_picks_what_whole_network_passes_pick(name):
         param.data.copy_(chosen)
         assert torch.equal(chosen, options[which])
         base = chosen.clone()
+
+
+def test_shard_ranges_split_a_short_remainder_evenly():
+    assert shard_ranges(0, 2304, 2, 64) == [(0, 64), (64, 128)]
+    assert shard_ranges(2240, 2304, 2, 64) == [(2240, 2272), (2272, 2304)]
+    assert shard_ranges(0, 16, 2, 64) == [(0, 8), (8, 16)]
+    assert shard_ranges(0, 5, 3, 64) == [(0, 2), (2, 4), (4, 5)]
+    assert shard_ranges(0, 1, 2, 64) == [(0, 1)]

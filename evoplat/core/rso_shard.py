@@ -43,14 +43,17 @@ class RSOShardHost:
 
 
 def shard_ranges(start: int, numel: int, shards: int, shard_size: int) -> list[tuple[int, int]]:
-    """The shards of the round starting at `start`: up to `shards` slices of `shard_size` scalars."""
+    """The shards of the round starting at `start`: up to `shards` slices of `shard_size` scalars. When
+    fewer than shards x shard_size scalars remain (a BN tensor, a tensor's last round), they are split
+    evenly, so no worker idles while another runs the whole remainder."""
+    size = max(1, min(shard_size, -(-(numel - start) // shards)))
     out = []
     a = start
     for _ in range(shards):
         if a >= numel:
             break
-        out.append((a, min(numel, a + shard_size)))
-        a += shard_size
+        out.append((a, min(numel, a + size)))
+        a += size
     return out
 
 
