@@ -46,7 +46,8 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
     """A bad trial (tiny lr) copies the good one's checkpoint: it must resume from exactly that state."""
     from ray import tune
 
-    from evoplat.trainers.tune import run_tune
+    from evoplat.core.results import load_checkpoint
+    from evoplat.trainers.tune import STATE_FILE, fingerprint, run_tune
     # train_loss separates the two lr unambiguously (ES phases can push both val_acc to 1 on easy data).
     raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                                      "pbt_synch": True, "metric": "train_loss", "mode": "min",
@@ -55,7 +56,13 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
     out = run_tune(raw, storage=str(tmp_path), verbose=False,
                    extra_space={"hybrid.lr": tune.grid_search([1e-5, 0.1])})
     rows = trial_rows(out["grid"])
-    published = {(int(s), f) for df in rows.values() for s, f in zip(df["step"], df["ckpt_fingerprint"])}
+    # Every checkpoint any trial published, read from disk: Tune rewrites a trial's result file when it
+    # restarts the trial from a checkpoint (seen under load with synchronous PBT), so its metric rows
+    # can miss steps that were reported and checkpointed.
+    published = set()
+    for path in tmp_path.rglob(STATE_FILE):
+        state = load_checkpoint(path)
+        published.add((int(state["step"]), fingerprint(state)))
     exploited = [df[df["restored_step"] >= 0] for df in rows.values()]
     exploited = [df for df in exploited if len(df)]
     assert exploited, "PBT never exploited; the test needs one exploit"
