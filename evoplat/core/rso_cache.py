@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models.rso_nets import BN_EPS, RSONet, conv_skip_pool, pooled_kernel
+from .models.rso_nets import BN_EPS, RSONet, conv_skip_pool
 from .rso_plan import TensorSpec
 
 RESYNC_EVERY = 16   # delta updates of a batch's cached pre-BN tensor before it is recomputed
@@ -60,10 +60,7 @@ class GroupCache:
 
     def _add_batch(self, x: torch.Tensor) -> None:
         net, g = self.net, self.group
-        outs = {-1: x}
-        for k in range(min(g + 1, net.num_blocks)):
-            src = outs.get(net.skips[k]) if k in net.skips else None
-            outs[k] = net.block(k, outs[k - 1], src)
+        outs = net.block_outputs(x, min(g + 1, net.num_blocks))
         saved = {j: outs[j] for j in self.keep if j < g or g == net.num_blocks}
         if g == net.num_blocks:
             self.current.append(outs[g - 1].mean(dim=(2, 3)))
@@ -133,11 +130,7 @@ class GroupCache:
         net, k1 = self.net, self.group + 1
         K, B = new.shape[:2]
         d = (F.relu(new) - F.relu(old)).reshape(K * B, 1, *new.shape[2:])
-        w = net.convs[k1].weight[:, o:o + 1]
-        if k1 in net.pool_after:
-            dz = F.conv2d(d, pooled_kernel(w), stride=2, padding=1)
-        else:
-            dz = F.conv2d(d, w, padding=1)
+        dz = conv_skip_pool(d, net.convs[k1].weight[:, o:o + 1], k1 in net.pool_after, fold_pool=True)
         return dz.view(K, B, *dz.shape[1:])
 
     # -- trials ---------------------------------------------------------------------------------

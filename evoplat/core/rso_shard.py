@@ -84,11 +84,8 @@ class MergeGuard:
         if self._key != (cycle, group):
             self._key, self._below = (cycle, group), {}
         if b not in self._below:
-            x = search.data.x_train[batches[b]]
             start = min(group, net.num_blocks)
-            outs = {-1: x}
-            for k in range(start):
-                outs[k] = net.block(k, outs[k - 1], outs.get(net.skips[k]) if k in net.skips else None)
+            outs = net.block_outputs(search.data.x_train[batches[b]], start)
             self._below[b] = {j: outs[j] for j in net.needed_outputs(start)}
         return self._below[b], search.data.y_train[batches[b]]
 

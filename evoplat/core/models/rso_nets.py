@@ -151,6 +151,13 @@ class RSONet(nn.Module):
             outs[k] = h
         return h
 
+    def block_outputs(self, x: torch.Tensor, stop: int) -> dict:
+        """{-1: x} and every block k < stop's output (batch statistics): what RSO caches below a group."""
+        outs = {-1: x}
+        for k in range(stop):
+            outs[k] = self.block(k, outs[k - 1], outs.get(self.skips[k]) if k in self.skips else None)
+        return outs
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(h.mean(dim=(2, 3)), self.fc.weight)
 
