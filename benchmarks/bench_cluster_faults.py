@@ -63,7 +63,7 @@ def main() -> int:
 
     import ray
     from conftest import synthetic_config
-    from evoplat.runtime.pool import WorkerPool
+    from evoplat.platform.runtime.pool import WorkerPool
     from test_faults_support import (Gate, actor_with_id, gated_factory, run_generations, same_tensor,
                                      wait_for_victim)
 

@@ -45,8 +45,8 @@ def build_cfg(args):
 def time_generations(pool, cfg, generations: int) -> float:
     """Members evaluated per second over `generations` population evaluations (no tell: pure pool)."""
     import numpy as np
-    from evoplat.core.noise import Population
-    from evoplat.runtime.es_loop import member_ranges
+    from evoplat.platform.population.noise import Population
+    from evoplat.platform.population.generation import member_ranges
     from test_faults_support import es_parts
     _, _, state = es_parts(cfg)
     center = state.center.numpy()
@@ -78,8 +78,8 @@ def main() -> int:
     try:
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(STATE / "auth_token"))
         import ray
-        from evoplat.core.es_eval import ESEvaluator
-        from evoplat.runtime.pool import WorkerPool
+        from evoplat.platform.population.evaluator import ESEvaluator
+        from evoplat.platform.runtime.pool import WorkerPool
         ray.init(address=f"127.0.0.1:{PORTS['EVOPLAT_RAY_PORT']}", configure_logging=False,
                  log_to_driver=False)
         cfg = build_cfg(args)

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evoplat.config import build_config
-from evoplat.core.backprop import train_epoch
-from evoplat.core.data import load_dataset
-from evoplat.core.models import build_model
-from evoplat.trainers.consequential import build_optimizer, evaluate
+from evoplat.platform.config import build_config
+from evoplat.platform.backprop import train_epoch
+from evoplat.platform.data import load_dataset
+from evoplat.platform.models import build_model
+from evoplat.methods.consequential.trainer import build_optimizer, evaluate
 
 OPTIMIZERS = {"sgd": 0.1, "momentum": 0.02, "nag": 0.02, "rmsprop": 1e-3, "adam": 1e-3}
 

@@ -28,15 +28,15 @@ CONFIG = ROOT / "experiments" / "grad_instructor_mnist.yaml"
 
 
 def load_cfg(overrides: list[str]):
-    from evoplat.config import load_config
+    from evoplat.platform.config import load_config
     return load_config(CONFIG, overrides)
 
 
 def run_rl(args, workers: int, updates: int, name: str) -> dict:
-    from evoplat.config import to_yaml
-    from evoplat.core.results import RunDirectory
-    from evoplat.trainers import grad_instructor
-    from evoplat.trainers.context import ConsoleLogger, RunContext
+    from evoplat.platform.config import to_yaml
+    from evoplat.platform.run.rundir import RunDirectory
+    from evoplat.methods import grad_instructor
+    from evoplat.platform.run.context import ConsoleLogger, RunContext
     cfg = load_cfg([f"runtime.num_workers={workers}", "runtime.local_num_cpus=2",
                     f"grad_instructor.rl_updates={updates}", f"grad_instructor.episodes_per_update={args.episodes}",
                     "grad_instructor.final_deploy=false", f"run.checkpoint_every={max(1, updates // 3)}"])
@@ -52,9 +52,9 @@ def run_rl(args, workers: int, updates: int, name: str) -> dict:
 
 def train_targets(args, method: str) -> dict:
     """One target per seed, in this process on one thread; paired seeds across methods."""
-    from evoplat.core.data import load_dataset
-    from evoplat.core.grad_instructor import TargetTraining
-    from evoplat.trainers.grad_instructor import deploy_instructor
+    from evoplat.platform.data import load_dataset
+    from evoplat.methods.grad_instructor.enn import TargetTraining
+    from evoplat.methods.grad_instructor.trainer import deploy_instructor
     over = {"plain": [], "l1": [f"grad_instructor.l1={args.l1}"], "he": ["grad_instructor.init=he"],
             "enn": [f"grad_instructor.enn_checkpoint={Path(args.work) / 'rl' / 'enn.pt'}"]}[method]
     cfg = load_cfg(["grad_instructor.mode=deploy", *over])
@@ -78,7 +78,7 @@ def train_targets(args, method: str) -> dict:
 def show_trained_target_in_artefact(path: Path, run, data) -> None:
     """Grad-CAM of an ENN is most telling on a target it trained: put that target's weight image into
     enn.pt (the ENN weights are unchanged), so `evoplat report` draws it."""
-    from evoplat.core.grad_instructor import target_image
+    from evoplat.methods.grad_instructor.enn import target_image
     state = torch.load(path, map_location="cpu", weights_only=True)
     with torch.no_grad():
         state["example_image"] = target_image(run.model, state["enn_input"], data.x_train[:state["probe_size"]])

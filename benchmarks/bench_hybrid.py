@@ -30,10 +30,10 @@ CONFIG = HERE.parent / "experiments" / "hybrid_cpu.yaml"
 def run_once(overrides: list[str], data_root: str) -> dict:
     import torch
 
-    from evoplat.config import load_config, to_yaml
-    from evoplat.core.results import RunDirectory
-    from evoplat.trainers import get_trainer
-    from evoplat.trainers.context import RunContext
+    from evoplat.platform.config import load_config, to_yaml
+    from evoplat.platform.run.rundir import RunDirectory
+    from evoplat.methods import get_trainer
+    from evoplat.platform.run.context import RunContext
 
     cfg = load_config(CONFIG, overrides)
     if cfg.run.torch_threads:

@@ -16,9 +16,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
 
-from evoplat.config import ModelConfig  # noqa: E402
-from evoplat.core.models import build_model  # noqa: E402
-from evoplat.core.population import ParamLayout, PopulationForward  # noqa: E402
+from evoplat.platform.config import ModelConfig  # noqa: E402
+from evoplat.platform.models import build_model  # noqa: E402
+from evoplat.platform.population.forward import ParamLayout, PopulationForward  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

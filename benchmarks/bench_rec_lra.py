@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_one(task: str, mode: str, seed: int, args) -> dict:
-    from evoplat.config import load_config
-    from evoplat.core.data import load_dataset
-    from evoplat.core.rec_lra import RecLRALearner
+    from evoplat.platform.config import load_config
+    from evoplat.platform.data import load_dataset
+    from evoplat.methods.rec_lra.rule import RecLRALearner
     sets = [f"rec_lra.mode={mode}", f"seed={seed}", f"model.init_seed={seed}", f"rec_lra.epochs={args.epochs}"]
     if args.train_subset:
         sets.append(f"data.train_subset={args.train_subset}")

@@ -1,7 +1,7 @@
 """Sharded RSO on Ray workers: throughput with 2 workers vs 1 (same shards, so the same trials and
 results), and the accuracy gap to the sequential sweep at equal numbers of trials.
 
-Runs the real trainer (evoplat.trainers.rso) on MNIST, the throughput part with a trial budget per
+Runs the real trainer (evoplat.methods.rso.trainer) on MNIST, the throughput part with a trial budget per
 tensor, the gap part over one whole cycle (or the same budget with --gap-trials-per-tensor):
     .venv/bin/python benchmarks/bench_rso_sharded.py --data-root /work/shared/data \
         --batch 5000 --trials-per-tensor 128 --shard-size 64 --gap-batch 1000 --gap-train-subset 12000
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from evoplat.config import build_config
-from evoplat.core.results import RunDirectory
-from evoplat.trainers import rso as rso_trainer
-from evoplat.trainers.context import RunContext
+from evoplat.platform.config import build_config
+from evoplat.platform.run.rundir import RunDirectory
+from evoplat.methods import rso as rso_trainer
+from evoplat.platform.run.context import RunContext
 
 
 def run(raw, data_root):

@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from evoplat.config import build_config
-from evoplat.core.data import load_dataset
-from evoplat.core.models import build_model
-from evoplat.core.rso import RSOSearch
+from evoplat.platform.config import build_config
+from evoplat.platform.data import load_dataset
+from evoplat.platform.models import build_model
+from evoplat.methods.rso.search import RSOSearch
 
 
 def machine() -> str:

@@ -21,14 +21,14 @@ from _common import header, write  # noqa: E402
 
 import ray  # noqa: E402
 
-from evoplat.config import build_config  # noqa: E402
-from evoplat.core.es_eval import ESEvaluator  # noqa: E402
-from evoplat.core.models import build_model  # noqa: E402
-from evoplat.core.noise import make_noise  # noqa: E402
-from evoplat.core.population import ParamLayout  # noqa: E402
-from evoplat.core.strategies import build_strategy  # noqa: E402
-from evoplat.runtime.es_loop import ESGeneration, member_ranges  # noqa: E402
-from evoplat.runtime.pool import WorkerPool  # noqa: E402
+from evoplat.platform.config import build_config  # noqa: E402
+from evoplat.platform.population.evaluator import ESEvaluator  # noqa: E402
+from evoplat.platform.models import build_model  # noqa: E402
+from evoplat.platform.population.noise import make_noise  # noqa: E402
+from evoplat.platform.population.forward import ParamLayout  # noqa: E402
+from evoplat.platform.strategies import build_strategy  # noqa: E402
+from evoplat.platform.population.generation import ESGeneration, member_ranges  # noqa: E402
+from evoplat.platform.runtime.pool import WorkerPool  # noqa: E402
 
 
 def config(data_root, popsize, noise="table"):
@@ -41,7 +41,7 @@ def config(data_root, popsize, noise="table"):
 def generations_per_s(cfg, workers: int, gens: int) -> tuple[float, dict]:
     model = build_model(cfg.model, (1, 28, 28), 10)
     layout = ParamLayout(model)
-    strategy = build_strategy(cfg.es, layout.size, layout.flatten(model))
+    strategy = build_strategy(cfg.es)
     state = strategy.init(layout.flatten(model))
     noise = make_noise(cfg.es.noise, cfg.seed, layout.size, cfg.es.noise_table_size)
     pool = WorkerPool(functools.partial(ESEvaluator, cfg), workers, cpus_per_worker=1)
@@ -60,7 +60,7 @@ def generations_per_s(cfg, workers: int, gens: int) -> tuple[float, dict]:
 def bytes_per_generation(cfg) -> dict:
     model = build_model(cfg.model, (1, 28, 28), 10)
     layout = ParamLayout(model)
-    strategy = build_strategy(cfg.es, layout.size, layout.flatten(model))
+    strategy = build_strategy(cfg.es)
     pop = strategy.ask(strategy.init(layout.flatten(model)))
     ranges = member_ranges(pop.size, cfg.runtime.chunk_size)
     out_once = len(pickle.dumps(pop, protocol=5))
@@ -71,7 +71,7 @@ def bytes_per_generation(cfg) -> dict:
 
 
 def noise_cost(cfg, dim: int, members: int = 256) -> dict:
-    from evoplat.core.noise import Population
+    from evoplat.platform.population.noise import Population
     out = {}
     for kind in ("counter", "table"):
         noise = make_noise(kind, 0, dim)

@@ -40,7 +40,7 @@ def _shutdown_ray_at_end():
 
 def synthetic_config(**sections):
     """A small, fast ES config on synthetic data; keyword arguments override whole sections' keys."""
-    from evoplat.config import build_config
+    from evoplat.platform.config import build_config
     raw = {
         "algorithm": "es", "seed": 3,
         "data": {"source": "synthetic", "val_size": 64, "synthetic_train": 512, "synthetic_test": 128},
@@ -55,3 +55,28 @@ def synthetic_config(**sections):
         else:
             raw[name] = values
     return build_config(raw)
+
+
+def run_in(cfg, path, resume_state=None, **kwargs):
+    """`evoplat.run` in `path` (replaced if present); with `resume_state` (a checkpoint dict, e.g. from
+    another run), that checkpoint is written into `path` and the run resumes from it.
+
+    Returns (summary, RunDirectory with the metrics rows read back)."""
+    from pathlib import Path
+
+    import evoplat
+    from evoplat.platform.config import to_yaml
+    from evoplat.platform.run.rundir import RunDirectory
+    path = Path(path)
+    if resume_state is None:
+        result = evoplat.run(cfg, run_dir=path, overwrite=True, **kwargs)
+    else:
+        step = int(resume_state["step"])
+        run = RunDirectory.open_existing(path) if (path / "config.yaml").is_file() else \
+            RunDirectory.create(path, to_yaml(cfg))
+        for ckpt in run.checkpoints():
+            if int(ckpt.stem.split("_")[1]) >= step:
+                ckpt.unlink()
+        run.save_checkpoint(step, resume_state, keep=10**6)
+        result = evoplat.run(cfg, resume=path, **kwargs)
+    return result.summary, RunDirectory.open_existing(path)

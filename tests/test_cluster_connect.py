@@ -10,7 +10,7 @@ from pathlib import Path
 
 SNIPPET = """
 import ray
-from evoplat.runtime.cluster import connect
+from evoplat.platform.runtime.cluster import connect
 connect(None, 1)
 print("GCS", ray.get_runtime_context().gcs_address)
 print("CPUS", ray.cluster_resources().get("CPU"))

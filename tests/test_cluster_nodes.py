@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from conftest import synthetic_config
-from evoplat.runtime.pool import WorkerPool
+from evoplat.platform.runtime.pool import WorkerPool
 from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, same_tensor, wait_for_victim
 
 pytestmark = pytest.mark.slow

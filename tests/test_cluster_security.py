@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from evoplat.core.results import CheckpointError, RunDirectory, load_checkpoint
+from evoplat.platform.run.rundir import CheckpointError, RunDirectory, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from evoplat.cli import main
-from evoplat.config import ConfigError, apply_overrides, build_config, describe_options, load_config
+from evoplat.platform.config import ConfigError, apply_overrides, build_config, describe_options, load_config
 
 
 def test_defaults_validate():

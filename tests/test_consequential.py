@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evoplat.core.backprop import make_torch_optimizer
-from evoplat.core.consequential import ConsequentialOptimizer, apa_direction
+from evoplat.platform.backprop import make_torch_optimizer
+from evoplat.methods.consequential.optimizer import ConsequentialOptimizer, apa_direction
 
 BASES = ("sgd", "momentum", "nag", "rmsprop", "adam")
 

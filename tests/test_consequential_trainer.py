@@ -7,11 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evoplat.config import build_config, load_config
-from evoplat.core.consequential import ConsequentialOptimizer
-from evoplat.core.results import RunDirectory, load_checkpoint
-from evoplat.trainers import consequential as trainer
-from evoplat.trainers.context import RunContext
+from evoplat.platform.config import build_config, load_config
+from evoplat.methods.consequential.optimizer import ConsequentialOptimizer
+from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
+from evoplat.methods.consequential import trainer
+
+from conftest import run_in
 
 
 def small_config(**consequential):
@@ -26,16 +27,7 @@ def small_config(**consequential):
 
 
 def run(cfg, path, resume_state=None):
-    if resume_state:
-        run_dir = RunDirectory.open_existing(path)
-    else:
-        run_dir = RunDirectory.create(path, "algorithm: consequential\n")
-    if resume_state:
-        run_dir.truncate("step", int(resume_state["step"]))
-    ctx = RunContext(cfg, run_dir, resume_state=resume_state)
-    summary = trainer.train(ctx)
-    run_dir.flush()
-    return summary, run_dir
+    return run_in(cfg, path, resume_state)
 
 
 @pytest.mark.parametrize("extra", [{}, {"optimizer": "nag", "lr": 0.05, "mode": "emend"}, {"enabled": False}])
@@ -84,7 +76,7 @@ def test_cli_run_and_resume_after_a_lost_checkpoint(tmp_path):
     import shutil
 
     from evoplat.cli import main
-    from evoplat.config import to_yaml
+    from evoplat.platform.config import to_yaml
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(to_yaml(small_config(optimizer="momentum", lr=0.05)))
     assert main(["run", str(cfg_path), "--run-dir", str(tmp_path / "a"), "--quiet"]) == 0

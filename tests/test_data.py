@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evoplat.config import DataConfig
-from evoplat.core.data import DataError, check_available, load_dataset, minibatch_indices
+from evoplat.platform.config import DataConfig
+from evoplat.platform.data import DataError, check_available, load_dataset, minibatch_indices
 
 
 def _write_idx(path, array: np.ndarray):

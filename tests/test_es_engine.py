@@ -11,20 +11,20 @@ import yaml
 
 from conftest import synthetic_config
 from evoplat.cli import main
-from evoplat.core.es_eval import ESEvaluator
-from evoplat.core.models import build_model
-from evoplat.core.noise import CounterNoise, make_noise
-from evoplat.core.population import ParamLayout
-from evoplat.core.results import load_checkpoint
-from evoplat.core.strategies import build_strategy
-from evoplat.runtime.es_loop import ESGeneration, member_ranges
-from evoplat.runtime.pool import WorkerPool
+from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.models import build_model
+from evoplat.platform.population.noise import CounterNoise, make_noise
+from evoplat.platform.population.forward import ParamLayout
+from evoplat.platform.run.rundir import load_checkpoint
+from evoplat.platform.strategies import build_strategy
+from evoplat.platform.population.generation import ESGeneration, member_ranges
+from evoplat.platform.runtime.pool import WorkerPool
 
 
 def _fitness_history(cfg, workers: int, generations: int = 3):
     model = build_model(cfg.model, tuple(cfg.data.synthetic_shape), cfg.data.synthetic_classes)
     layout = ParamLayout(model)
-    strategy = build_strategy(cfg.es, layout.size, layout.flatten(model))
+    strategy = build_strategy(cfg.es)
     state = strategy.init(layout.flatten(model))
     pool = WorkerPool(functools.partial(ESEvaluator, cfg), workers, cpus_per_worker=1)
     try:
@@ -112,9 +112,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_nan_fitness_is_counted_and_never_reaches_theta(tmp_path):
     """A member whose weights make the loss NaN ranks worst; the center stays finite."""
-    from evoplat.core.noise import Population
-    from evoplat.core.strategies import OpenAIES
-    from evoplat.core.strategies.optim import make_optimizer
+    from evoplat.platform.population.noise import Population
+    from evoplat.platform.strategies import OpenAIES
+    from evoplat.platform.strategies.optim import make_optimizer
     strat = OpenAIES(4, 0.1, make_optimizer("adam", 0.1))
     noise = CounterNoise(0, 5)
     state = strat.init(torch.zeros(5))

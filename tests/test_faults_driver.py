@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evoplat.cli import main as evoplat_main
-from evoplat.core.results import RunDirectory
+from evoplat.platform.run.rundir import RunDirectory
 from test_faults_support import GUARD_S, same_tensor
 
 GENERATIONS = 20

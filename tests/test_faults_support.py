@@ -13,13 +13,13 @@ import time
 import ray
 import torch
 
-from evoplat.core.data import load_dataset
-from evoplat.core.es_eval import ESEvaluator
-from evoplat.core.models import build_model
-from evoplat.core.noise import CounterNoise
-from evoplat.core.population import ParamLayout
-from evoplat.core.strategies import build_strategy
-from evoplat.runtime.es_loop import ESGeneration
+from evoplat.platform.data import load_dataset
+from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.models import build_model
+from evoplat.platform.population.noise import CounterNoise
+from evoplat.platform.population.forward import ParamLayout
+from evoplat.platform.strategies import build_strategy
+from evoplat.platform.population.generation import ESGeneration
 
 # Workers cannot import test modules: ship this one by value with the factory.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -83,7 +83,7 @@ def es_parts(cfg):
     data = load_dataset(cfg.data, None)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     layout = ParamLayout(model)
-    strategy = build_strategy(cfg.es, layout.size, layout.flatten(model))
+    strategy = build_strategy(cfg.es)
     return strategy, CounterNoise(cfg.seed, layout.size), strategy.init(layout.flatten(model))
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoplat.config import ConfigError, build_config
-from evoplat.core.grad_instructor import ENN, Instructor, Resize, build_enn, guided_extra_loss, target_image
-from evoplat.core.grad_instructor_rl import (FlatAdam, enn_from_vector, enn_vector, episode_items,
+from evoplat.platform.config import ConfigError, build_config
+from evoplat.methods.grad_instructor.enn import ENN, Instructor, Resize, build_enn, guided_extra_loss, target_image
+from evoplat.methods.grad_instructor.rl import (FlatAdam, enn_from_vector, enn_vector, episode_items,
                                              pgpe_gradient, pgpe_noise, value_update)
-from evoplat.core.models import MLP
+from evoplat.platform.models import MLP
 
 
 @pytest.mark.parametrize("antialias", [False, True])

@@ -5,11 +5,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evoplat.config import build_config, to_yaml
-from evoplat.core.results import RunDirectory
-from evoplat.report import report
-from evoplat.trainers import grad_instructor as trainer
-from evoplat.trainers.context import RunContext
+from evoplat.platform.config import build_config, to_yaml
+from evoplat.platform.run.rundir import RunDirectory
+from evoplat.platform.run.report import report
+
+from conftest import run_in
 
 
 def gi_config(**gi):
@@ -24,13 +24,8 @@ def gi_config(**gi):
     return raw
 
 
-def run_trainer(tmp_path, name, raw, resume_state=None, run=None):
-    cfg = build_config(raw)
-    run = run or RunDirectory.create(tmp_path / name, to_yaml(cfg))
-    ctx = RunContext(cfg, run, None, resume_state, [])
-    summary = trainer.train(ctx)
-    run.flush()
-    run.write_summary(summary)
+def run_trainer(tmp_path, name, raw, resume_state=None):
+    summary, run = run_in(build_config(raw), tmp_path / name, resume_state)
     return run, summary
 
 
@@ -55,7 +50,7 @@ def test_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     full, _ = run_trainer(tmp_path, "full", gi_config(rl_updates=2))
     half, _ = run_trainer(tmp_path, "half", gi_config(rl_updates=1))
     state = half.load_latest()
-    resumed, _ = run_trainer(tmp_path, "half", gi_config(rl_updates=2), state, RunDirectory.open_existing(half.path))
+    resumed, _ = run_trainer(tmp_path, "half", gi_config(rl_updates=2), state)
     torch.testing.assert_close(resumed.load_latest()["phi"], full.load_latest()["phi"])
     assert [r["step"] for r in pq.read_table(resumed.path / "metrics.parquet").to_pylist()] == [1, 2]
 

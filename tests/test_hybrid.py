@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from evoplat.config import build_config, to_yaml
-from evoplat.core.results import RunDirectory
+from evoplat.platform.config import build_config, to_yaml
+from evoplat.platform.run.rundir import RunDirectory
+
+from conftest import run_in
 
 
 def hybrid_cfg(tmp=None, **hybrid):
@@ -25,12 +27,7 @@ def hybrid_cfg(tmp=None, **hybrid):
 
 
 def run_trainer(cfg, path: Path, resume_state=None):
-    from evoplat.trainers import hybrid
-    from evoplat.trainers.context import RunContext
-    run = RunDirectory.create(path, to_yaml(cfg))
-    summary = hybrid.train(RunContext(cfg, run, None, resume_state))
-    run.flush()
-    return summary, run
+    return run_in(cfg, path, resume_state)
 
 
 def final_state(run) -> dict:
@@ -49,10 +46,10 @@ SMALL_IMAGES = {"synthetic_shape": [3, 8, 8]}   # an MLP on small images: augmen
 
 def test_es_off_equals_plain_backprop(tmp_path):
     """ES off is exactly a plain loop of core.backprop.train_epoch: the baseline."""
-    from evoplat.core.backprop import make_torch_optimizer, train_epoch
-    from evoplat.core.data import load_dataset
-    from evoplat.core.models import build_model
-    from evoplat.trainers.hybrid import lr_at
+    from evoplat.platform.backprop import make_torch_optimizer, train_epoch
+    from evoplat.platform.data import load_dataset
+    from evoplat.platform.models import build_model
+    from evoplat.methods.hybrid.trainer import lr_at
     cfg = hybrid_cfg(es_enabled=False, data=SMALL_IMAGES, augment=True, epochs=2)
     _, run = run_trainer(cfg, tmp_path / "h")
     data = load_dataset(cfg.data)
@@ -91,7 +88,7 @@ def test_elitist_phase_never_lowers_fitness(tmp_path, subset):
 
 def test_classifier_cache_matches_full_forward():
     """Features computed once per phase give the same member fitness as full forward passes."""
-    from evoplat.core.hybrid_es import HybridPhaseEvaluator, PhasePopulation, coordinate_scale, make_base
+    from evoplat.methods.hybrid.es_phase import HybridPhaseEvaluator, PhasePopulation, coordinate_scale, make_base
     cfg = hybrid_cfg(subset="classifier", model=VGG_TINY, data=IMG_DATA)
     ev = HybridPhaseEvaluator(cfg)
     assert ev.head_only
@@ -107,8 +104,8 @@ def test_classifier_cache_matches_full_forward():
 
 
 def test_subset_selection_and_relative_scale():
-    from evoplat.core.hybrid_es import SubsetLayout, coordinate_scale, layer_groups, select_parameters
-    from evoplat.core.models import build_model
+    from evoplat.methods.hybrid.es_phase import SubsetLayout, coordinate_scale, layer_groups, select_parameters
+    from evoplat.platform.models import build_model
     cfg = hybrid_cfg(model=VGG_TINY)
     model = build_model(cfg.model, (3, 32, 32), 10)
     groups = layer_groups(model)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evoplat.config import ModelConfig
-from evoplat.core.models import build_model, count_parameters
+from evoplat.platform.config import ModelConfig
+from evoplat.platform.models import build_model, count_parameters
 
 
 @pytest.mark.parametrize("cfg, shape, count", [

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from evoplat.core.noise import CounterNoise, NoiseTable, Population
-from evoplat.core.shaping import centered_ranks, nes_utilities, sanitize
-from evoplat.core.strategies import ElitistES, OpenAIES, SNES, StrategyState
-from evoplat.core.strategies.optim import make_optimizer
+from evoplat.platform.population.noise import CounterNoise, NoiseTable, Population
+from evoplat.platform.population.shaping import centered_ranks, nes_utilities, sanitize
+from evoplat.platform.strategies import ElitistES, OpenAIES, SNES, StrategyState
+from evoplat.platform.strategies.optim import make_optimizer
 
 
 def test_noise_is_identical_in_another_process():
     here = CounterNoise(seed=11, dim=1000).vector(generation=3, key=5)
-    code = ("import numpy as np, sys; from evoplat.core.noise import CounterNoise;"
+    code = ("import numpy as np, sys; from evoplat.platform.population.noise import CounterNoise;"
             "sys.stdout.buffer.write(CounterNoise(11, 1000).vector(3, 5).tobytes())")
     there = np.frombuffer(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout,
                           dtype=np.float32)

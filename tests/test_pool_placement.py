@@ -6,7 +6,7 @@ import sys
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
-from evoplat.runtime.pool import WorkerPool
+from evoplat.platform.runtime.pool import WorkerPool
 
 # Ray workers cannot import this test module; ship its classes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

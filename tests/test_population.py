@@ -6,9 +6,10 @@ import copy
 import pytest
 import torch
 
-from evoplat.config import ModelConfig
-from evoplat.core.models import build_model
-from evoplat.core.population import ParamLayout, PopulationForward, member_fitness
+from evoplat.platform.config import ModelConfig
+from evoplat.platform.models import build_model
+from evoplat.platform.population.forward import ParamLayout, PopulationForward
+from evoplat.platform.population.task import FITNESS
 
 
 def _members(model, k, scale=0.05, seed=0):
@@ -44,9 +45,9 @@ def test_batched_equals_per_member(cfg, shape, bn_mode):
 def test_fitness_kinds():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [3.0, 0.0]]])
     y = torch.tensor([0, 1])
-    acc = member_fitness(logits, y, "accuracy")
+    acc = FITNESS.get("accuracy")(logits, y)
     assert acc.tolist() == [1.0, 0.0]
-    neg = member_fitness(logits, y, "neg_loss")
+    neg = FITNESS.get("neg_loss")(logits, y)
     assert neg[0] > neg[1]
 
 

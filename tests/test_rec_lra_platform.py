@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoplat.config import ConfigError, build_config, load_config, to_yaml
-from evoplat.core.results import RunDirectory, load_checkpoint
-from evoplat.core.rec_lra import RuleSettings
-from evoplat.core.rec_lra_conv import RecLRAResNet
-from evoplat.trainers import rec_lra as trainer
-from evoplat.trainers.context import RunContext
+from evoplat.platform.config import ConfigError, build_config, load_config, to_yaml
+from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
+from evoplat.methods.rec_lra.rule import RuleSettings
+from evoplat.methods.rec_lra.conv import RecLRAResNet
+from evoplat.methods.rec_lra import trainer
+
+from conftest import run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +30,8 @@ def small_config(**rec):
     return build_config(raw)
 
 
-def context(cfg, path, state=None):
-    run = RunDirectory.create(path, to_yaml(cfg), overwrite=True)
-    return RunContext(cfg, run, None, state)
+def train(cfg, path, state=None):
+    return run_in(cfg, path, state)[0]
 
 
 def test_conv_updates_match_direct_computation():
@@ -78,16 +78,16 @@ def test_resnet_trainer_runs_both_modes(tmp_path):
                             "model": {"name": "resnet20", "width": 0.25},
                             "rec_lra": {"mode": mode, "epochs": 1, "resnet_blocks": 1, "batch_size": 16,
                                         "augment": True}})
-        out = trainer.train(context(cfg, tmp_path / mode))
+        out = train(cfg, tmp_path / mode)
         assert out["epochs"] == 1 and 0.0 <= out["test_acc"] <= 1.0
 
 
 def test_exact_resume(tmp_path):
     cfg = small_config()
-    full = trainer.train(context(cfg, tmp_path / "full"))
+    full = train(cfg, tmp_path / "full")
     ckpt = load_checkpoint(sorted((tmp_path / "full" / "checkpoints").glob("step_*.pt"))[1])
     assert ckpt["algorithm"] == "rec_lra" and ckpt["learner"]["epoch"] == 2
-    resumed = trainer.train(context(cfg, tmp_path / "resumed", ckpt))
+    resumed = train(cfg, tmp_path / "resumed", ckpt)
     assert resumed["test_acc"] == full["test_acc"] and resumed["train_loss"] == full["train_loss"]
     a = load_checkpoint(sorted((tmp_path / "full" / "checkpoints").glob("step_*.pt"))[-1])["learner"]
     b = load_checkpoint(sorted((tmp_path / "resumed" / "checkpoints").glob("step_*.pt"))[-1])["learner"]
@@ -97,18 +97,16 @@ def test_exact_resume(tmp_path):
 
 def test_population_of_two_seeds_on_ray(ray_local, tmp_path):
     cfg = small_config(population=[1, 2], epochs=2)
-    ctx = context(cfg, tmp_path / "pop")
-    out = trainer.train(ctx)
-    ctx.run.flush()
+    out, run = run_in(cfg, tmp_path / "pop")
     assert out["members"] == 2 and len(out["member_test_acc"]) == 2
-    rows = [r for r in ctx.run.rows if r.get("phase") == "epoch"]
+    rows = [r for r in run.rows if r.get("phase") == "epoch"]
     assert sorted((r["step"], r["member"]) for r in rows) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     state = load_checkpoint(sorted((tmp_path / "pop" / "checkpoints").glob("step_*.pt"))[-1])
     assert len(state["members"]) == 2
     # each member equals the same seed trained alone on the driver: workers change nothing
     alone = small_config(epochs=2)
     alone.seed, alone.model.init_seed = 2, 2
-    single = trainer.train(context(alone, tmp_path / "alone"))
+    single = train(alone, tmp_path / "alone")
     assert single["test_acc"] == out["member_test_acc"][1]
     w_pop = state["members"][1]["net"]["layers.0.weight"]
     w_alone = load_checkpoint(sorted((tmp_path / "alone" / "checkpoints").glob("step_*.pt"))[-1])["learner"]
@@ -125,7 +123,7 @@ def test_population_override_errors_are_named():
 
 
 def test_config_options_documented_and_experiments_valid():
-    from evoplat.config.rec_lra import RecLRAConfig
+    from evoplat.methods.rec_lra.config import RecLRAConfig
     assert all(f.description for f in RecLRAConfig.model_fields.values())
     with pytest.raises(ConfigError):
         build_config({"algorithm": "rec_lra", "rec_lra": {"e_rule": "magic"}})

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from evoplat.core.rec_lra import RecLRAMLP, RuleSettings, rec_lra_step, reproject
-from evoplat.core.rec_lra_conv import RecLRAResNet
+from evoplat.methods.rec_lra.rule import RecLRAMLP, RuleSettings, rec_lra_step, reproject
+from evoplat.methods.rec_lra.conv import RecLRAResNet
 
 
 def tiny_mlp(error_skip=2, activation="tanh", forward_skip=0, hidden=(5, 4, 4)):

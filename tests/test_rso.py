@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoplat.config import build_config
-from evoplat.core.data import load_dataset
-from evoplat.core.models import build_model
-from evoplat.core.models.rso_nets import RSONet
-from evoplat.core.rso import RSOSearch, choose
-from evoplat.core.rso_plan import anneal_scale, group_batches, perturbations, visiting_order
-from evoplat.core.rso_shard import MergeGuard, apply_changes, shard_ranges
+from evoplat.platform.config import build_config
+from evoplat.platform.data import load_dataset
+from evoplat.platform.models import build_model
+from evoplat.methods.rso.nets import RSONet
+from evoplat.methods.rso.search import RSOSearch, choose
+from evoplat.methods.rso.plan import anneal_scale, group_batches, perturbations, visiting_order
+from evoplat.methods.rso.shard import MergeGuard, apply_changes, shard_ranges
 
 torch.set_num_threads(1)
 

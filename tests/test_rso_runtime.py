@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 
-from evoplat.config import build_config
-from evoplat.core.results import RunDirectory, load_checkpoint
-from evoplat.trainers import rso as rso_trainer
-from evoplat.trainers.context import RunContext
+from evoplat.platform.config import build_config
+from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
+
+from conftest import run_in
 
 torch.set_num_threads(1)
 
@@ -26,13 +26,7 @@ def rso_config(**rso):
 
 
 def run(cfg, path, resume_state=None):
-    run_dir = RunDirectory.open_existing(path) if resume_state else RunDirectory.create(path, "algorithm: rso\n")
-    if resume_state:
-        run_dir.truncate("step", int(resume_state["step"]))
-    ctx = RunContext(cfg, run_dir, None, resume_state)
-    summary = rso_trainer.train(ctx)
-    run_dir.flush()
-    return summary, run_dir
+    return run_in(cfg, path, resume_state)
 
 
 def final_params(run_dir):

@@ -4,21 +4,38 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from evoplat.config import build_config
+from evoplat.platform.config import build_config
 
 
 def hybrid_raw(**hybrid) -> dict:
     hc = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": False, "es_every": 1, "es_generations": 2,
-          "es_popsize": 4, "sigma": 0.05,
-          "tune": {"scheduler": "fifo", "num_samples": 1, "search_space": {}, "max_failures": 0}}
-    tune = hybrid.pop("tune", {})
+          "es_popsize": 4, "sigma": 0.05}
+    tune = {"scheduler": "fifo", "num_samples": 1, "search_space": {"hybrid.sigma": {"grid": [0.05]}},
+            "max_failures": 0, **hybrid.pop("tune", {})}
     hc.update(hybrid)
-    hc["tune"].update(tune)
     return {"algorithm": "hybrid", "seed": 5, "name": "t",
             "data": {"source": "synthetic", "val_size": 64, "synthetic_train": 384, "synthetic_test": 64},
             "model": {"name": "mlp", "hidden": [16]},
             "runtime": {"backend": "ray", "num_workers": 1, "chunk_size": 4, "task_timeout_s": 120},
-            "run": {"log_every": 100}, "hybrid": hc}
+            "run": {"log_every": 100}, "hybrid": hc, "tune": tune}
+
+
+class FailOnce:
+    """A trial logger that fails its trial once, at the row of step `at` (so the last checkpoint is
+    step at-1), while `flag` exists: a fault injected from outside the platform."""
+
+    def __init__(self, at: int, flag: str):
+        self.at, self.flag = at, flag
+
+    def __call__(self, row: dict) -> None:
+        import os
+        if row.get("step") == self.at and os.path.exists(self.flag):
+            os.remove(self.flag)  # one-shot: the restored trial runs on
+            raise RuntimeError(f"injected failure at step {self.at}")
+
+
+def fail_once_logger(trial: dict):
+    return FailOnce(int(trial.get("_fail_at_step", -1)), trial.get("_fail_flag", ""))
 
 
 def trial_rows(grid) -> dict:
@@ -27,7 +44,7 @@ def trial_rows(grid) -> dict:
 
 
 def test_sweep_completes_and_reports(ray_local, tmp_path):
-    from evoplat.trainers.tune import run_tune
+    from evoplat.platform.run.tune import run_tune
     raw = hybrid_raw(tune={"scheduler": "asha", "grace_period": 2, "num_samples": 1,
                            "search_space": {"hybrid.es_every": {"grid": [1, 2, 3]}}})
     out = run_tune(raw, storage=str(tmp_path), verbose=False)
@@ -46,8 +63,8 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
     """A bad trial (tiny lr) copies the good one's checkpoint: it must resume from exactly that state."""
     from ray import tune
 
-    from evoplat.core.results import load_checkpoint
-    from evoplat.trainers.tune import STATE_FILE, fingerprint, run_tune
+    from evoplat.platform.run.rundir import load_checkpoint
+    from evoplat.platform.run.tune import STATE_FILE, fingerprint, run_tune
     # train_loss separates the two lr unambiguously (ES phases can push both val_acc to 1 on easy data).
     raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                                      "pbt_synch": True, "metric": "train_loss", "mode": "min",
@@ -73,28 +90,32 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
 
 
 def test_interrupted_experiment_resumes_exactly(ray_local, tmp_path):
-    """Trial 0 dies after epoch 2; the restored experiment finishes it with the state an uninterrupted
+    """Trial 0 dies after checkpointing epoch 2; the restored experiment finishes it with the state an uninterrupted
     twin (trial 1, same config) reaches."""
     from ray import tune
 
-    from evoplat.trainers.tune import run_tune
+    from evoplat.platform.run.tune import run_tune
     flag = tmp_path / "fail.flag"
     flag.write_text("x")
     raw = hybrid_raw(epochs=4)
-    space = {"_fail_at_step": tune.grid_search([2, -1]), "_fail_flag": str(flag)}
-    first = run_tune(raw, storage=str(tmp_path), verbose=False, extra_space=space)
+    import sys
+
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # trials run where tests/ is not importable
+    space = {"_fail_at_step": tune.grid_search([3, -1]), "_fail_flag": str(flag)}
+    first = run_tune(raw, storage=str(tmp_path), verbose=False, extra_space=space, loggers=(fail_once_logger,))
     assert first["grid"].num_errors == 1 and not flag.exists()
-    resumed = run_tune(raw, storage=str(tmp_path), verbose=False, resume=True)
+    resumed = run_tune(raw, storage=str(tmp_path), verbose=False, resume=True, loggers=(fail_once_logger,))
     grid = resumed["grid"]
     assert grid.num_errors == 0
     finals = {r.config["_fail_at_step"]: r.metrics for r in grid}
-    assert finals[2]["restored_step"] == 2 and finals[2]["step"] == 4
-    assert finals[2]["ckpt_fingerprint"] == finals[-1]["ckpt_fingerprint"]
-    assert finals[2]["test_acc"] == finals[-1]["test_acc"]
+    assert finals[3]["restored_step"] == 2 and finals[3]["step"] == 4
+    assert finals[3]["ckpt_fingerprint"] == finals[-1]["ckpt_fingerprint"]
+    assert finals[3]["test_acc"] == finals[-1]["test_acc"]
 
 
 def test_trial_resources_reserve_the_es_pool():
-    from evoplat.trainers.tune import trial_resources, tune_section
+    from evoplat.platform.run.tune import trial_resources, tune_section
     cfg = build_config(hybrid_raw(tune={"trial_cpus": 1}) | {"runtime": {"num_workers": 3, "cpus_per_worker": 2}})
     pgf = trial_resources(cfg, tune_section(cfg))
     assert pgf.bundles == [{"CPU": 1}, {"CPU": 2}, {"CPU": 2}, {"CPU": 2}]
@@ -103,9 +124,12 @@ def test_trial_resources_reserve_the_es_pool():
 
 
 def test_tune_section_is_generic():
-    from evoplat.trainers.tune import trial_config, tune_section
-    cfg = trial_config(hybrid_raw() | {"algorithm": "es"}, {"es.popsize": 16, "_fail_flag": "x"})
+    from evoplat.platform.run.tune import trial_config, tune_section
+    es_raw = {k: v for k, v in hybrid_raw().items() if k != "hybrid"} | {"algorithm": "es"}
+    cfg = trial_config(es_raw, {"es.popsize": 16, "_fail_flag": "x"})
     assert cfg.algorithm == "es" and cfg.es.popsize == 16 and cfg.run.checkpoint_every == 1 == cfg.run.eval_every
-    assert tune_section(cfg) is cfg.hybrid.tune
+    assert tune_section(cfg) is cfg.tune
+    from evoplat.methods.hybrid.trainer import DEFAULT_SPACE
+    assert tune_section(build_config(hybrid_raw(tune={"search_space": {}}))).search_space == DEFAULT_SPACE
     with pytest.raises(Exception):
         build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))

@@ -28,9 +28,9 @@ def raw_for(algorithm: str) -> tuple[dict, str, list]:
 
 @pytest.mark.parametrize("algorithm", ["es", "rec_lra", "consequential", "grad_instructor"])
 def test_two_trial_grid_for_each_method(ray_local, tmp_path, algorithm):
-    from evoplat.trainers.tune import run_tune
+    from evoplat.platform.run.tune import run_tune
     raw, key, values = raw_for(algorithm)
-    raw["hybrid"] = {"tune": dict(SWEEP, search_space={key: {"grid": values}})}
+    raw["tune"] = dict(SWEEP, search_space={key: {"grid": values}})
     out = run_tune(raw, storage=str(tmp_path), verbose=False)
     assert out["grid"].num_errors == 0
     table = out["table"]

@@ -1,0 +1,55 @@
+"""The ES trainer (`algorithm: es`): a strategy over the worker pool, driven generation by generation."""
+from __future__ import annotations
+
+import functools
+
+from evoplat.methods.es.config import ESConfig
+from evoplat.platform.models import build_model
+from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.population.forward import ParamLayout
+from evoplat.platform.population.generation import ESGeneration
+from evoplat.platform.population.noise import make_noise
+from evoplat.platform.population.task import make_task
+from evoplat.platform.run.trainer import Trainer, register_method
+from evoplat.platform.strategies import StrategyState, build_strategy
+
+
+@register_method("es")
+class ESTrainer(Trainer):
+    config_class = ESConfig
+    unit = "generation"
+    default_eval_every = 10
+
+    @classmethod
+    def budget(cls, cfg) -> int:
+        return cfg.es.generations
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.task = make_task(cfg, self.data_root)      # the driver's copy: evaluation of the center
+        self.model = build_model(cfg.model, self.task.input_shape, self.task.num_outputs)
+        self.layout = ParamLayout(self.model)
+        self.strategy = build_strategy(cfg.es)
+        self.noise = make_noise(cfg.es.noise, cfg.seed, self.layout.size, cfg.es.noise_table_size)
+        self.state = self.strategy.init(self.layout.flatten(self.model))
+        self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
+        self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size)
+
+    def step(self) -> dict:
+        self.state, info, _ = self.generation.step(self.state)
+        g = self.state.generation
+        return {"generation": g, **info, "retries": self.workers.stats.retries,
+                "timeouts": self.workers.stats.timeouts}
+
+    def evaluate(self) -> dict:
+        self.layout.load_into(self.model, self.state.center)
+        return self.task.evaluate(self.model, self.state.generation - 1)
+
+    def state_dict(self) -> dict:
+        return {"strategy": self.state.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = StrategyState.from_dict(state["strategy"])
+
+    def summary(self) -> dict:
+        return {"generations": self.state.generation, "num_params": self.layout.size}

@@ -1,0 +1,189 @@
+"""Shared configuration sections: data, model, fitness, runtime, run bookkeeping, Tune sweeps.
+
+Every option carries its default and a description; `evoplat options` prints them all. Validation
+happens here and only here, before anything starts (Ray, data loading, the run directory). Names of
+models, datasets and fitness functions are checked against their registries (platform/registry.py).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry, RegistryError
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and what is allowed."""
+
+
+def _registered(registry: Registry, name: str) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind} '{name}' (known: {', '.join(registry.names())}; "
+                         f"or give target: 'package.module:callable')")
+    return name
+
+
+class ComponentConfig(StrictModel):
+    """A pluggable component: a registered `name`, or a `target` callable (import string or object)."""
+
+    target: Any = Field(None, description="A callable instead of a registered name: an import string "
+                                          "'package.module:attribute' (YAML) or the callable itself (Python).")
+    kwargs: dict[str, Any] = Field({}, description="Keyword arguments passed to the component's builder.")
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, v):
+        if v is not None and not callable(v) and not (isinstance(v, str) and ":" in v):
+            raise ValueError("must be an import string 'package.module:attribute' or a callable")
+        return v
+
+
+class DataConfig(ComponentConfig):
+    source: str = Field(
+        "synthetic", description="Registered dataset: mnist, cifar10 (torchvision), npz (an array file), "
+                                 "synthetic, or one a user registered. Ignored when `target` is set "
+                                 "(a callable returning (x_train, y_train, x_test, y_test[, num_classes])).")
+    root: Optional[str] = Field(
+        None, description="Folder holding the dataset (mnist/cifar10) or the .npz file path. "
+                          "Default: --data-root, else $EVOPLAT_DATA, else ~/.cache/evoplat/data.")
+    download: bool = Field(False, description="Allow torchvision to download a missing dataset.")
+    val_size: int = Field(5000, ge=0, description="Examples held out of the training split for validation "
+                                                   "(used for selection; the test split never is).")
+    split_seed: int = Field(0, ge=0, description="Seed of the train/validation split.")
+    train_subset: Optional[int] = Field(None, ge=1, description="Use only this many training examples.")
+    test_subset: Optional[int] = Field(None, ge=1, description="Use only this many test examples.")
+    # synthetic source only
+    synthetic_shape: list[int] = Field([1, 8, 8], description="Synthetic input shape (C, H, W) or (D,).")
+    synthetic_classes: int = Field(4, ge=2, description="Synthetic number of classes.")
+    synthetic_train: int = Field(512, ge=8, description="Synthetic training examples (before the val split).")
+    synthetic_test: int = Field(256, ge=8, description="Synthetic test examples.")
+
+    @field_validator("source")
+    @classmethod
+    def _known(cls, v, info):
+        # `target` (declared first) replaces the registered name
+        return v if info.data.get("target") is not None else _registered(DATASETS, v)
+
+
+class ModelConfig(ComponentConfig):
+    name: str = Field("mlp", description="Registered architecture (mlp, vgg16, resnet20, rso_mnist, "
+                                         "rso_cifar10, or a user's). Ignored when `target` is set: a callable "
+                                         "(input_shape, num_outputs, **kwargs) -> nn.Module.")
+    hidden: list[int] = Field([128], description="mlp: hidden layer widths.")
+    activation: Literal["relu", "tanh"] = Field("relu", description="mlp: hidden activation.")
+    width: float = Field(1.0, gt=0, description="vgg16/resnet20: channel width multiplier (1.0 = paper size).")
+    batch_norm: bool = Field(True, description="vgg16: use batch norm.")
+    init_seed: int = Field(0, ge=0, description="Seed of the weight initialisation.")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, v):
+        if any(w < 1 for w in v):
+            raise ValueError(f"every hidden layer needs at least 1 unit (got {v})")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v, info):
+        # `target` (declared first) replaces the registered name
+        return v if info.data.get("target") is not None else _registered(MODELS, v)
+
+
+class FitnessConfig(ComponentConfig):
+    name: str = Field("neg_loss", description="Registered fitness: neg_loss (negative mean cross-entropy on "
+                                              "the generation's minibatch), accuracy, gym (episodes of a "
+                                              "gymnasium environment), or a user's. With `target`: a "
+                                              "callable (logits [K, B, C], labels [B]) -> fitness [K], or a "
+                                              "Fitness class.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v, info):
+        # `target` (declared first) replaces the registered name
+        return v if info.data.get("target") is not None else _registered(FITNESS, v)
+
+
+class RuntimeConfig(StrictModel):
+    backend: Literal["ray", "local"] = Field(
+        "ray", description="'ray': evaluate on Ray actors (local instance or cluster); "
+                           "'local': in the driver process, no Ray (debugging).")
+    address: Optional[str] = Field(
+        None, description="Ray address to connect to ('auto', ray://...). Default: $RAY_ADDRESS, "
+                          "else start a local instance in-process.")
+    num_workers: int = Field(2, ge=1, description="Worker actors, each holding one model replica.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; > 0 places the replica on a GPU.")
+    chunk_size: int = Field(32, ge=1, description="Members evaluated per batched call; fixed so results do "
+                                                  "not depend on the number of workers.")
+    task_timeout_s: float = Field(600.0, gt=0, description="A work item not done within this many seconds "
+                                                           "is reassigned and its worker replaced.")
+    max_task_retries: int = Field(3, ge=0, description="Times a lost or timed-out work item is retried.")
+    local_num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a local Ray instance started "
+                                                                  "in-process (default: all).")
+    spread_nodes: bool = Field(True, description="Place workers with the SPREAD strategy across nodes.")
+
+
+class RunConfig(StrictModel):
+    checkpoint_every: int = Field(10, ge=1, description="Checkpoint every N steps (generations, epochs, "
+                                                        "sweeps, RL updates), and always at the last.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest removed).")
+    eval_every: Optional[int] = Field(None, ge=1, description="Measure validation and test metrics every N "
+                                                              "steps and at the last (default: the method's, "
+                                                              "10 for ES and RSO, 1 for epoch-based methods).")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many steps in all, before the "
+                                                             "method's own budget; --resume continues.")
+    max_wall_s: Optional[float] = Field(None, gt=0, description="Stop (checkpointed, resumable) after this "
+                                                                "many seconds of run time.")
+    target_metric: Optional[str] = Field(None, description="Stop once this reported metric reaches "
+                                                           "target_value (e.g. val_acc, test_return).")
+    target_value: float = Field(0.0, description="Value of target_metric that ends the run.")
+    target_mode: Literal["max", "min"] = Field("max", description="max: stop at >= target_value; min: <=.")
+    eval_batch_size: int = Field(2000, ge=1, description="Batch size of accuracy evaluation.")
+    log_every: int = Field(1, ge=1, description="Print a progress line every N steps.")
+    torch_threads: Optional[int] = Field(None, ge=1, description="Torch threads of the driver (default: torch's).")
+
+
+SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+class TuneConfig(StrictModel):
+    search_space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Dotted config key -> {sampler: args}; samplers: choice [values], grid [values], "
+                    "uniform [lo, hi], loguniform [lo, hi], randint [lo, hi). With scheduler pbt these "
+                    "are also the mutations PBT explores. Empty: the method's default space.")
+    scheduler: Literal["asha", "pbt", "fifo"] = Field("asha", description="Trial scheduler: ASHA early "
+                                                      "stopping, Population Based Training, or none (fifo).")
+    metric: str = Field("val_acc", description="Reported metric that ranks trials (never a test metric "
+                                               "for selection; test_acc is reported alongside).")
+    mode: Literal["max", "min"] = Field("max", description="Whether the metric is maximised or minimised.")
+    num_samples: int = Field(4, ge=1, description="Trials sampled from the search space (times each grid).")
+    max_concurrent_trials: Optional[int] = Field(None, ge=1, description="Cap on trials running at once "
+                                                 "(default: as many as the cluster's resources admit).")
+    grace_period: int = Field(2, ge=1, description="asha: steps before a trial may be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="asha: halving rate.")
+    perturbation_interval: int = Field(2, ge=1, description="pbt: steps between exploit/explore decisions.")
+    pbt_synch: bool = Field(False, description="pbt: synchronous PBT (every trial reaches each perturbation "
+                                               "point before any exploits).")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: bottom fraction that copies the top.")
+    max_failures: int = Field(2, ge=0, description="Times a failed trial is retried from its last checkpoint.")
+    trial_cpus: float = Field(1.0, gt=0, description="CPUs of each trial's own process (backprop, driver "
+                                                     "loop); its ES workers add runtime.num_workers bundles.")
+    keep_checkpoints: int = Field(4, ge=1, description="Checkpoints kept per trial (PBT needs > 2: a donor's "
+                                                       "checkpoint must survive until it is copied).")
+
+    @model_validator(mode="after")
+    def _check_space(self):
+        for key, spec in self.search_space.items():
+            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+                raise ValueError(f"tune.search_space['{key}'] must be one of {{{', '.join(SAMPLERS)}: ...}}")
+        return self
+
+

@@ -1,0 +1,48 @@
+"""What a worker hosts for ES: a model replica, the task (data or environment), member-range evaluation.
+
+Pure torch: the runtime builds one of these inside each actor (or in the driver for backend 'local')
+and calls `evaluate(pop, start, stop)`; the fitness of member i depends only on (center, seed, g, i)
+and the chunk size, never on which worker computes it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from evoplat.platform.models import build_model
+from evoplat.platform.population.forward import PopulationForward
+from evoplat.platform.population.noise import Population, make_noise
+from evoplat.platform.population.task import make_task
+
+
+def pick_device(gpus: float) -> torch.device:
+    return torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+class ESEvaluator:
+    def __init__(self, cfg, data_root: Optional[str] = None, device: Optional[str] = None):
+        self.cfg = cfg
+        self.device = torch.device(device) if device else pick_device(cfg.runtime.gpus_per_worker)
+        self.task = make_task(cfg, data_root, self.device)
+        model = build_model(cfg.model, self.task.input_shape, self.task.num_outputs).to(self.device)
+        self.forward = PopulationForward(model, cfg.runtime.chunk_size, cfg.method.bn_mode)
+        self.noise = make_noise(cfg.method.noise, cfg.seed, self.forward.layout.size, cfg.method.noise_table_size)
+
+    def evaluate(self, pop: Population, start: int, stop: int) -> dict:
+        """Fitness of members [start, stop), computed in chunks aligned to multiples of chunk_size."""
+        t0 = time.perf_counter()
+        chunk = self.cfg.runtime.chunk_size
+        out, noise_s = [], 0.0
+        a = start
+        while a < stop:
+            b = min(stop, (a // chunk + 1) * chunk)
+            tn = time.perf_counter()
+            thetas = self.noise.members(pop, a, b).to(self.device)
+            noise_s += time.perf_counter() - tn
+            out.append(self.task.member_fitness(self.forward, thetas, pop.generation).cpu())
+            a = b
+        fitness = torch.cat(out).numpy().astype(np.float32)
+        return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0}

@@ -1,0 +1,43 @@
+"""One ES generation on a pool: ask, broadcast once, evaluate member ranges, gather in order, tell.
+
+The strategy does the math; this module only moves the population description out and the fitness
+values back, and times it.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from evoplat.platform.population.shaping import sanitize
+
+
+def member_ranges(popsize: int, chunk_size: int, chunks_per_item: int = 1) -> list[tuple[int, int]]:
+    """Work items: member ranges whose boundaries are multiples of the chunk size."""
+    step = chunk_size * chunks_per_item
+    return [(a, min(a + step, popsize)) for a in range(0, popsize, step)]
+
+
+class ESGeneration:
+    def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate"):
+        self.pool, self.strategy, self.noise = pool, strategy, noise
+        self.chunk_size, self.method = chunk_size, method
+
+    def step(self, state):
+        pop = self.strategy.ask(state)
+        t0 = time.perf_counter()
+        parts = self.pool.run(self.method, member_ranges(pop.size, self.chunk_size), shared=(pop,))
+        t_eval = time.perf_counter() - t0
+        fitness = np.concatenate([p["fitness"] for p in parts])
+        clean, nonfinite = sanitize(fitness)
+        t1 = time.perf_counter()
+        state, info = self.strategy.tell(state, fitness, self.noise, pop)
+        finite = clean[np.isfinite(fitness)] if nonfinite < len(fitness) else clean
+        info.update(
+            fitness_mean=float(finite.mean()), fitness_max=float(finite.max()), fitness_min=float(finite.min()),
+            nonfinite=nonfinite, evals_per_s=len(fitness) / t_eval, eval_s=t_eval,
+            tell_s=time.perf_counter() - t1, worker_noise_s=float(sum(p["noise_s"] for p in parts)),
+            bytes_broadcast=pop.nbytes, popsize=pop.size,
+            sigma=float(np.mean(pop.scale)) if not np.isscalar(pop.scale) else float(pop.scale),
+        )
+        return state, info, fitness

@@ -1,0 +1,94 @@
+"""A fitness that is not a supervised loss: episodes of a gymnasium environment (`fitness.name: gym`).
+
+The policy is any registered model: observation in, one output per discrete action (the largest wins)
+or one per action dimension of a Box space (clipped to its bounds). A member's fitness is its mean
+return over `episodes` episodes; all members of a generation play the same episode seeds (common random
+numbers, so members are compared on equal terms), keyed by (run seed, generation, episode): a member's
+fitness does not depend on the worker that plays it. The members of a chunk step in lock-step, one
+batched forward per time step.
+
+    fitness: {name: gym, kwargs: {env: CartPole-v1, episodes: 1, eval_episodes: 100}}
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from evoplat.platform.registry import FITNESS
+
+_EVAL_SALT = 0x5EED_7E57     # evaluation episodes use seeds no training episode uses
+
+
+def _episode_seed(seed: int, generation: int, episode: int) -> int:
+    return int(np.random.SeedSequence([seed, generation, episode]).generate_state(1)[0])
+
+
+@FITNESS.register("gym")
+class GymTask:
+    def __init__(self, cfg, data_root: Optional[str] = None, device="cpu", env: str = "CartPole-v1",
+                 episodes: int = 1, eval_episodes: int = 100, max_episode_steps: Optional[int] = None,
+                 env_kwargs: Optional[dict] = None):
+        import gymnasium as gym
+        self.gym, self.cfg, self.device = gym, cfg, torch.device(device)
+        self.env_id, self.env_kwargs = env, dict(env_kwargs or {})
+        self.episodes, self.eval_episodes, self.max_steps = episodes, eval_episodes, max_episode_steps
+        probe = self._make()
+        obs_space, act_space = probe.observation_space, probe.action_space
+        probe.close()
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.input_shape = tuple(obs_space.shape)
+        self.num_outputs = int(act_space.n) if self.discrete else int(np.prod(act_space.shape))
+        if not self.discrete:
+            self.low, self.high = act_space.low, act_space.high
+        self._envs: list = []
+
+    def _make(self):
+        try:
+            return self.gym.make(self.env_id, max_episode_steps=self.max_steps, **self.env_kwargs)
+        except Exception as err:  # unknown id, missing extra (mujoco, box2d), bad kwargs
+            raise ValueError(f"fitness error: gymnasium cannot make '{self.env_id}': "
+                             f"{str(err).splitlines()[0]}") from None
+
+    def _env_pool(self, n: int) -> list:
+        while len(self._envs) < n:
+            self._envs.append(self._make())
+        return self._envs[:n]
+
+    def _actions(self, logits: torch.Tensor) -> np.ndarray:
+        if self.discrete:
+            return logits.argmax(-1).cpu().numpy()
+        return np.clip(logits.cpu().numpy(), self.low, self.high)
+
+    def play(self, policy, n: int, seed: int) -> np.ndarray:
+        """Returns of `n` policies playing one episode each from reset seed `seed` (lock-step)."""
+        envs = self._env_pool(n)
+        obs = np.stack([e.reset(seed=seed)[0] for e in envs]).astype(np.float32)
+        returns, alive = np.zeros(n), np.ones(n, dtype=bool)
+        while alive.any():
+            x = torch.from_numpy(obs).to(self.device).unsqueeze(1)          # [n, 1, obs...]
+            actions = self._actions(policy(x)[:, 0])
+            for i in np.flatnonzero(alive):
+                o, r, terminated, truncated, _ = envs[i].step(actions[i])
+                returns[i] += r
+                obs[i] = o
+                alive[i] = not (terminated or truncated)
+        return returns
+
+    def member_fitness(self, forward, thetas: torch.Tensor, generation: int) -> torch.Tensor:
+        total = np.zeros(thetas.shape[0])
+        for e in range(self.episodes):
+            total += self.play(lambda x: forward.member_logits(thetas, x), thetas.shape[0],
+                               _episode_seed(self.cfg.seed, generation, e))
+        return torch.from_numpy(total / self.episodes).float()
+
+    @torch.no_grad()
+    def evaluate(self, model, generation: int) -> dict:
+        """Mean and spread of the return of `model` over `eval_episodes` fixed evaluation episodes."""
+        model.eval()
+        returns = [self.play(lambda x: model(x[:, 0]).unsqueeze(1), 1,
+                             _episode_seed(self.cfg.seed ^ _EVAL_SALT, 0, e))[0]
+                   for e in range(self.eval_episodes)]
+        return {"test_return": float(np.mean(returns)), "test_return_std": float(np.std(returns)),
+                "test_return_min": float(np.min(returns))}

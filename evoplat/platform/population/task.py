@@ -1,0 +1,79 @@
+"""What a population is evaluated on: a task owns the fitness, the data (or environment) behind it, and
+the evaluation of a single solution.
+
+Two kinds of fitness plug in through the FITNESS registry (or `fitness.target`):
+- a plain function `(logits [K, B, C], labels [B]) -> fitness [K]` (higher is better): wrapped in
+  `SupervisedTask`, which feeds every member the generation's minibatch of the configured dataset;
+- a task class, constructed as `cls(cfg, data_root, device, **fitness.kwargs)`, with `input_shape`,
+  `num_outputs`, `member_fitness(forward, thetas, generation)` and `evaluate(model, generation)`:
+  anything else, e.g. episodes of a gymnasium environment (gym_task.py).
+A member's fitness must depend only on (its parameters, the run seed, the generation): never on the
+worker that computes it.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from evoplat.platform.data import load_dataset, minibatch_indices
+from evoplat.platform.population.forward import accuracy, recalibrate_batch_norm
+from evoplat.platform.registry import FITNESS, resolve_target
+
+
+@FITNESS.register("neg_loss")
+def neg_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Negative mean cross-entropy of each member on the batch."""
+    k, b, c = logits.shape
+    loss = F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+    return -loss.mean(-1)
+
+
+@FITNESS.register("accuracy")
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of the batch each member classifies correctly."""
+    return (logits.argmax(-1) == y).float().mean(-1)
+
+
+class SupervisedTask:
+    """Members scored by a fitness function of their logits on the generation's minibatch."""
+
+    def __init__(self, fn, cfg, data_root: Optional[str] = None, device="cpu"):
+        self.fn, self.cfg, self.device = fn, cfg, torch.device(device)
+        self.data = load_dataset(cfg.data, data_root, self.device)
+        self.input_shape, self.num_outputs = self.data.input_shape, self.data.num_classes
+
+    def batch(self, generation: int):
+        idx = minibatch_indices(len(self.data.x_train), self.cfg.method.batch_size, self.cfg.seed, generation,
+                                self.device)
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    def member_fitness(self, forward, thetas: torch.Tensor, generation: int) -> torch.Tensor:
+        x, y = self.batch(generation)
+        return self.fn(forward.logits(thetas, x), y).float()
+
+    @torch.no_grad()
+    def evaluate(self, model, generation: int) -> dict:
+        """Train loss on the generation's batch, validation and test accuracy of `model`."""
+        x, y = self.batch(generation)
+        recalibrate_batch_norm(model, x)
+        model.eval()
+        bs, d = self.cfg.run.eval_batch_size, self.data
+        _, train_loss = accuracy(model, x, y, bs)
+        out = {"train_loss": train_loss}
+        if len(d.x_val):
+            out["val_acc"], out["val_loss"] = accuracy(model, d.x_val, d.y_val, bs)
+        out["test_acc"], out["test_loss"] = accuracy(model, d.x_test, d.y_test, bs)
+        return out
+
+
+def make_task(cfg, data_root: Optional[str] = None, device="cpu"):
+    """The task of `cfg.fitness`: a registered name or a target, with its kwargs."""
+    fc = cfg.fitness
+    obj = resolve_target(fc.target, "fitness") if fc.target is not None else FITNESS.get(fc.name)
+    if isinstance(obj, type):
+        return obj(cfg, data_root, device, **fc.kwargs)
+    return SupervisedTask(functools.partial(obj, **fc.kwargs) if fc.kwargs else obj, cfg, data_root, device)
+from evoplat.platform.population import gym_task  # noqa: E402,F401  (registers the "gym" fitness)

@@ -1,0 +1,89 @@
+"""The shape every method has: a `Trainer` that the one run loop (loop.py) drives step by step.
+
+A method subclasses `Trainer`, names its config section (`config_class`) and its unit of work (`unit`:
+generation, epoch, sweep, RL update), and registers itself:
+
+    @register_method("es")
+    class ESTrainer(Trainer):
+        config_class = ESConfig
+        unit = "generation"
+        def setup(self): ...                  # data, model, strategy, pools (self.pool(factory))
+        def step(self) -> dict: ...           # one unit of work; returns its metrics row
+        def evaluate(self) -> dict: ...       # validation/test metrics of the current solution
+        def state_dict(self) -> dict: ...     # everything needed to continue bit for bit
+        def load_state_dict(self, state): ...
+
+The loop owns everything around those calls: resume, evaluation and checkpoint cadence, best-so-far,
+stopping (step budget, wall clock, target metric), the worker pools' lifetime, loggers and the summary.
+A trainer never imports Ray: it asks the loop for a pool of workers hosting a factory's object.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Optional
+
+from evoplat.platform.registry import METHODS
+
+
+class Trainer:
+    config_class: ClassVar[type] = None          # the method's pydantic section (StrictModel)
+    unit: ClassVar[str] = "step"                 # what one step is called, for logs and plots
+    default_eval_every: ClassVar[int] = 1        # evaluation cadence when run.eval_every is not set
+    default_search_space: ClassVar[dict] = {}    # Tune's space when tune.search_space is empty
+
+    def __init__(self, cfg, data_root: Optional[str] = None, run_path=None,
+                 pool_opener: Optional[Callable] = None):
+        self.cfg = cfg
+        self.section = cfg.method
+        self.data_root = data_root
+        self.run_path = run_path                 # the run directory (artefacts), or None
+        self.steps_done = 0                      # steps completed; the loop's position
+        self.evaluating = False                  # set by the loop: will this step be evaluated?
+        self._pool_opener = pool_opener
+
+    # -- what a method provides ---------------------------------------------------------------------
+    @classmethod
+    def budget(cls, cfg) -> int:
+        """Steps in a complete run, from the config alone (Tune's max_t, progress bars)."""
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Build data, model, optimizer/strategy and pools. Called once, before load_state_dict."""
+
+    def step(self) -> dict | list[dict]:
+        """One unit of work. Returns its metrics row (or one row per population member)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        """Validation/test metrics of the current solution ({} if the step rows already hold them)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Numbers for summary.json beyond the last row's metrics and the best-so-far."""
+        return {}
+
+    def finish(self) -> Optional[dict]:
+        """After the last step of a complete run: an optional extra final row (e.g. a deployment)."""
+        return None
+
+    def save_artifacts(self) -> None:
+        """Called with every checkpoint: write method artefacts (files other tools read) to run_path."""
+
+    # -- what the loop provides ---------------------------------------------------------------------
+    def pool(self, factory: Callable[[], Any]):
+        """A pool of workers, each hosting `factory()`; the loop shuts it down when the run ends."""
+        return self._pool_opener(factory)
+
+
+def register_method(name: str):
+    """Class decorator: make a Trainer available as `algorithm: <name>`."""
+    def deco(cls):
+        cls.name = name
+        METHODS.register(name, cls)
+        return cls
+    return deco

@@ -1,0 +1,34 @@
+"""OpenAI-ES (Salimans et al. 2017): antithetic sampling, centered ranks, weight decay, Adam or SGD."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from evoplat.platform.population.noise import CounterNoise, Population
+from evoplat.platform.population.shaping import centered_ranks, sanitize
+from evoplat.platform.strategies.base import StrategyState
+from evoplat.platform.strategies.optim import apply_gradient
+
+
+class OpenAIES:
+    def __init__(self, popsize: int, sigma: float, make_optimizer, weight_decay: float = 0.0,
+                 antithetic: bool = True, shaping=centered_ranks):
+        self.popsize, self.sigma = popsize, sigma
+        self.make_optimizer, self.weight_decay = make_optimizer, weight_decay
+        self.antithetic, self.shaping = antithetic, shaping
+
+    def init(self, theta0: torch.Tensor) -> StrategyState:
+        return StrategyState(center=theta0.detach().float().clone(), sigma=float(self.sigma))
+
+    def ask(self, state: StrategyState) -> Population:
+        return Population(center=state.center.numpy(), scale=state.sigma, size=self.popsize,
+                          generation=state.generation, antithetic=self.antithetic)
+
+    def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population):
+        weights = self.shaping(fitness)
+        # Gradient ascent on fitness = descent on -grad; the optimizer minimises.
+        g = noise.combine(pop, weights) / (len(weights) * state.sigma)
+        grad = -torch.from_numpy(g) + self.weight_decay * state.center
+        center, opt_state = apply_gradient(self.make_optimizer, state.center, grad, state.opt_state)
+        info = {"grad_norm": float(grad.norm())}
+        return StrategyState(center, state.sigma, state.generation + 1, opt_state, state.extra), info

@@ -1,0 +1,26 @@
+"""Train a gymnasium policy with OpenAI-ES: the fitness is the episode return, played on the workers.
+
+    python examples/gym_policy.py [--env CartPole-v1] [--generations 100]
+"""
+import argparse
+
+import evoplat
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--eval-episodes", type=int, default=100)
+    p.add_argument("--run-dir", default="runs/gym_policy")
+    args = p.parse_args()
+    result = evoplat.run({
+        "algorithm": "es",
+        "model": {"name": "mlp", "hidden": [16]},                      # any registered model is a policy
+        "fitness": {"name": "gym", "kwargs": {"env": args.env, "episodes": 1,
+                                              "eval_episodes": args.eval_episodes}},
+        "es": {"generations": args.generations, "popsize": 64, "sigma": 0.1, "lr": 0.05, "weight_decay": 0.0},
+        "run": {"eval_every": 5, "target_metric": "test_return", "target_value": 475},
+        "runtime": {"num_workers": 2}}, run_dir=args.run_dir, overwrite=True)
+    s = result.summary
+    print(f"mean return {s['test_return']:.1f} over {args.eval_episodes} episodes after {s['steps']} "
+          f"generations ({s['stopped']})")
