@@ -18,7 +18,7 @@ import torch
 
 from evoplat.platform.registry import DATASETS, resolve_target
 
-# Per-channel statistics of the training splits (CIFAR-10 values as in ../shared/data/README.md).
+# Per-channel statistics of the training splits (CIFAR-10: mean/std of the 50,000 training images).
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
