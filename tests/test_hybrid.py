@@ -45,7 +45,7 @@ SMALL_IMAGES = {"synthetic_shape": [3, 8, 8]}   # an MLP on small images: augmen
 
 
 def test_es_off_equals_plain_backprop(tmp_path):
-    """ES off is exactly a plain loop of core.backprop.train_epoch: the baseline."""
+    """ES off is exactly a plain loop of platform.backprop.train_epoch: the baseline."""
     from evoplat.platform.backprop import make_torch_optimizer, train_epoch
     from evoplat.platform.data import load_dataset
     from evoplat.platform.models import build_model

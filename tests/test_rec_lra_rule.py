@@ -17,7 +17,7 @@ def tiny_mlp(error_skip=2, activation="tanh", forward_skip=0, hidden=(5, 4, 4)):
 
 
 def numpy_rec_lra(net: RecLRAMLP, x: np.ndarray, y: np.ndarray, rule: RuleSettings):
-    """Direct transcription of ALGORITHMS.md section 3 in paper orientation (column vectors, summed
+    """Direct transcription of docs/rec_lra.md, Specification, in paper orientation (column vectors, summed
     over the batch): returns {name: update} for every W, b and E."""
     act = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0)}[net.act_name]
     Ws = [l.weight.detach().numpy() for l in net.layers]

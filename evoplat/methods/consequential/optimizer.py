@@ -8,7 +8,7 @@ are the "adverse consequences" of fitting one sample on the others. The regulari
 
     G_hat = D^T (X X^T + eps I)^-1 X  =  D^T X (X^T X + eps I)^-1      (whichever Gram matrix is smaller)
 
-See docs/consequential.md and ../shared/specs/ALGORITHMS.md section 4; the wrapper is pure torch.
+Specification: docs/consequential.md; the wrapper is pure torch.
 """
 from __future__ import annotations
 

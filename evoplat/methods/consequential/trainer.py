@@ -1,5 +1,5 @@
 """The consequentialism trainer (`algorithm: consequential`): backprop epochs with a base optimizer,
-optionally wrapped by `core.consequential.ConsequentialOptimizer` (`consequential.enabled`).
+optionally wrapped by `optimizer.ConsequentialOptimizer` (`consequential.enabled`).
 
 Follows the trainer contract exactly, so the generic Ray Tune wrapper can drive it: one metrics row per
 epoch (train_loss, val_acc, test_acc, best_test_acc), a full-state checkpoint (weights, optimizer

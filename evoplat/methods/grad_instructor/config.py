@@ -1,4 +1,4 @@
-"""Options of the `grad_instructor` trainer (ALGORITHMS.md §5; docs/grad_instructor.md).
+"""Options of the `grad_instructor` trainer (docs/grad_instructor.md, Specification).
 
 Two modes: `train_enn` trains the Evaluation Neural Network (ENN) by RL, each episode training a fresh
 target MLP with the guided loss; `deploy` trains one target MLP with a frozen ENN loaded from

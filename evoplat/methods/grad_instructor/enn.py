@@ -1,9 +1,10 @@
-"""Grad-Instructor core (ALGORITHMS.md §5, [INFERRED] reading): the ENN, its input image, guided backprop.
+"""Grad-Instructor core: the ENN, its input image, guided backprop. This is our reading of the abstract
+(docs/grad_instructor.md, Specification).
 
 The Evaluation Neural Network (ENN) is a small CNN reading the target MLP's first weight matrix (or its
 hidden activations on a probe batch) as a one-channel image, bilinearly shrunk by 0.15 per side. The
 target is trained on  task loss - lambda * ENN(image(theta)),  the ENN frozen: its gradient flows through
-the ENN and the resize into theta. Pure torch; the RL of the ENN lives in grad_instructor_rl.py.
+the ENN and the resize into theta. Pure torch; the RL of the ENN lives in rl.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Grad-Instructor trainer (`algorithm: grad_instructor`), two modes (config/grad_instructor.py):
+"""The Grad-Instructor trainer (`algorithm: grad_instructor`), two modes (config.py):
 
 - train_enn: RL of the ENN. Each update sends (phi, episode keys) to the worker pool, where every
   episode trains a fresh target MLP with the guided loss; the rewards come back in item order and the

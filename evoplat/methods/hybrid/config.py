@@ -23,7 +23,7 @@ class HybridConfig(StrictModel):
     augment: bool = Field(True, description="Standard CIFAR augmentation (random crop with 4-pixel padding, "
                                             "horizontal flip) in backprop epochs.")
     bp_wrapper: Literal["none", "consequential"] = Field(
-        "none", description="Wrap the backprop optimizer: 'consequential' uses core.consequential's "
+        "none", description="Wrap the backprop optimizer: 'consequential' uses the consequential method's "
                             "ConsequentialOptimizer (strength below).")
     consequential_strength: float = Field(0.9, ge=0, le=1, description="bp_wrapper=consequential: strength s.")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on minibatches per epoch (quick runs).")
@@ -37,7 +37,8 @@ class HybridConfig(StrictModel):
     es_popsize: int = Field(10, ge=2, description="Population lambda (children per generation; the elitist "
                                                   "ES also re-evaluates the parent).")
     es_kind: Literal["elitist", "openai_es"] = Field(
-        "elitist", description="elitist: (1+lambda)-ES as in the spec; openai_es: antithetic ES with Adam.")
+        "elitist", description="elitist: (1+lambda)-ES (docs/hybrid.md, Specification); openai_es: antithetic "
+                               "ES with Adam.")
     sigma: float = Field(0.01, gt=0, description="Mutation std (absolute), or its multiple of each layer's "
                                                  "weight std when sigma_mode is relative.")
     sigma_mode: Literal["absolute", "relative"] = Field(

@@ -1,4 +1,4 @@
-"""The ES phase of the hybrid backprop/ES method (ALGORITHMS.md §1), in pure torch.
+"""The ES phase of the hybrid backprop/ES method (docs/hybrid.md, Specification), in pure torch.
 
 An ES phase starts from the backprop weights ("the base") and searches over a subset S of the
 parameters. The strategies (ElitistES, OpenAIES) run in *scaled coordinates* u, starting at u = 0:

@@ -1,5 +1,5 @@
 """The hybrid trainer (`algorithm: hybrid`): backprop epochs on the driver's replica, ES phases on the
-worker pool (ALGORITHMS.md §1, docs/hybrid.md).
+worker pool (docs/hybrid.md, Specification).
 
     for epoch t = 1..T:  one backprop epoch;  if an ES phase is due at t: G generations of ES over the
                          chosen parameter subset, starting from the backprop weights.

@@ -1,8 +1,8 @@
-"""Options of the `rec_lra` trainer (recursive local representation alignment, ALGORITHMS.md section 3).
+"""Options of the `rec_lra` trainer (recursive local representation alignment, docs/rec_lra.md).
 
 The network comes from the `model` section (`mlp`: hidden, activation; `resnet20`: width) but is built
-by rec-LRA itself (core/rec_lra.py, core/rec_lra_conv.py: no batch norm, with error-feedback matrices).
-Values marked "paper" are the ones the spec attributes to the rec-LRA appendix (unverified there).
+by rec-LRA itself (rule.py, conv.py: no batch norm, with error-feedback matrices).
+Values marked "paper" are those a third-party port attributes to the rec-LRA appendix (unverified; docs/rec_lra.md).
 """
 from __future__ import annotations
 

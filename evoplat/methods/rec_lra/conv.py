@@ -7,7 +7,7 @@ error e^L through an error skip (m = 2, the block size); the inner conv1 of a bl
 block's own output error (adjacent). So no error ever travels more than two layers: the recursion
 depth is the block size, which is what lets the rule scale to deep nets.
 
-Conv E operators (the paper's is not known; ALGORITHMS.md section 3):
+Conv E operators (the paper's is not known; docs/rec_lra.md, Specification):
 * adjacent (block output -> conv1): E has the shape of conv2's kernel and acts as a transposed
   convolution with conv2's geometry, d = conv_transpose2d(e_out, E). This is the exact place W^T would
   act in backprop, with an independent learned kernel instead of W, so the displacement keeps spatial

@@ -1,6 +1,6 @@
 """Recursive local representation alignment (rec-LRA; Ororbia, Mali, Kifer, Giles) for MLPs.
 
-Spec: ../shared/specs/ALGORITHMS.md section 3. One step, all under `torch.no_grad()`:
+Specification: docs/rec_lra.md. One step, all under `torch.no_grad()`:
 1. forward pass, keeping pre-activations h and activities z (z^0 = x, z^L = softmax);
 2. top-down target sweep: e^L = z^L - y; for l = L-1..1 the source s is e^L ("error skip", when
    error_skip > 0 and l % error_skip == 0) or e^{l+1} (adjacent); d = E^l s, target = phi(h - beta d),
@@ -9,7 +9,7 @@ Spec: ../shared/specs/ALGORITHMS.md section 3. One step, all under `torch.no_gra
    re-projected into a ball of radius c, then handed to a torch optimizer as `.grad`.
 
 Batch-major shapes: z^l is [B, d_l], W^l is [d_l, d_{l-1}] (nn.Linear), E^l is [d_l, d_source].
-The same learner object hosts the conv/residual networks of `rec_lra_conv.py`; only the network differs.
+The same learner object hosts the conv/residual networks of `conv.py`; only the network differs.
 """
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def build_rec_lra_net(cfg, input_shape: tuple, num_classes: int) -> nn.Module:
 class RecLRALearner:
     """Everything one run (or one population member) trains: network, optimizer, epoch counter.
 
-    Epoch e's minibatch order and augmentation come from `core.backprop.epoch_generator(seed, e)` in
+    Epoch e's minibatch order and augmentation come from `platform.backprop.epoch_generator(seed, e)` in
     both modes, so rec-LRA and its backprop baseline see identical batches; input noise has its own
     (seed, epoch)-keyed generator. The whole state is (net, optimizer, epoch, best): resume is exact.
     """

@@ -1,4 +1,4 @@
-"""Options of the `rso` trainer. Defaults are the authors' (ALGORITHMS.md §2, official train.py)."""
+"""Options of the `rso` trainer. Defaults are the authors' (their train.py; docs/rso.md, Specification)."""
 from __future__ import annotations
 
 from typing import Literal, Optional

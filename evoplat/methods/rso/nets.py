@@ -1,4 +1,4 @@
-"""The networks of the RSO paper (Tripathi & Singh), as in the authors' `CNN_ND` (spec §2).
+"""The networks of the RSO paper (Tripathi & Singh), as in the authors' `CNN_ND` (docs/rso.md, Specification).
 
 Each block k is: ReLU (except on the raw image of block 0) -> 3x3 conv (no bias) -> [+ skip] ->
 [2x2 average pool] -> BN. The skip source is an earlier block's BN output (pre-ReLU), through a 1x1

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of (run seed, cycle, tensor or layer group), so a worker that
 evaluates a shard of a tensor draws exactly the perturbations and batches the sequential sweep would.
-Spec: ../shared/specs/ALGORITHMS.md §2 (the authors' `train.py`).
+Specification: docs/rso.md (the rules of the authors' `train.py`).
 """
 from __future__ import annotations
 

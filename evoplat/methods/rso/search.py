@@ -1,4 +1,4 @@
-"""Random-search optimisation (RSO, Tripathi & Singh), faithful to the authors' code (spec §2).
+"""Random-search optimisation (RSO, Tripathi & Singh), faithful to the authors' code (docs/rso.md, Specification).
 
 `RSOSearch` owns a network replica and the training data and runs the sequential sweep one scalar at a
 time: decay w, draw Delta, evaluate {w, w+Delta, w-Delta} on a fresh batch with BN in train mode, keep
@@ -10,7 +10,7 @@ Evaluation paths (`mode`), all with the decisions of the plain method:
   cached - the authors' way: from the layer's cached inputs, one candidate per pass;
   fast   - the three candidates in one batched pass from the layer, recomputing only the touched
            output channel of the perturbed layer and updating the next layer's pre-BN tensor by a
-           one-input-channel conv (rso_cache.py).
+           one-input-channel conv (cache.py).
 The cached paths round differently from the full pass, so a decision whose margin is within
 `tie_tol` x batch size is re-decided by the full pass: decisions then equal brute force exactly.
 """
