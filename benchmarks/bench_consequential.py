@@ -2,10 +2,10 @@
 
 For every base optimizer (sgd, momentum, nag, rmsprop, adam), with and without the wrapper, and every
 seed: train for a few epochs with the trainer's own building blocks (`build_optimizer`,
-`core.backprop.train_epoch`, `evaluate`), record test accuracy after each epoch, the first epoch that
+`platform.backprop.train_epoch`, `evaluate`), record test accuracy after each epoch, the first epoch that
 reaches the target accuracy, and the wall time per step. Writes benchmarks/results/consequential.md.
 
-    .venv/bin/python benchmarks/bench_consequential.py --data-root ../shared/data
+    .venv/bin/python benchmarks/bench_consequential.py --data-root DATA_DIR
 
 Sized for a shared 2-core machine (training subsets, few epochs); see --help for the knobs.
 """

@@ -1,7 +1,7 @@
 """ES on full MNIST with an MLP of ~100k parameters, popsize >= 200: test accuracy, wall time, curve.
 
 Target (issue 2): test accuracy >= 90%.
-    python benchmarks/bench_es_mnist.py --data-root ../shared/data [--set es.generations=300 ...]
+    python benchmarks/bench_es_mnist.py --data-root DATA_DIR [--set es.generations=300 ...]
 """
 from __future__ import annotations
 

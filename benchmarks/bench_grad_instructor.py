@@ -8,7 +8,7 @@ Stages (each a separate process, so independent ones can run side by side; resul
   baselines plain / L1 / He init targets over --seeds seeds (needs nothing from rl)
   enn       targets guided by the trained ENN over the same seeds (after rl)
   report    write benchmarks/results/grad_instructor.md from the JSON files
-  python benchmarks/bench_grad_instructor.py --stage rl --data-root /work/shared/data
+  python benchmarks/bench_grad_instructor.py --stage rl --data-root DATA_DIR
 """
 from __future__ import annotations
 

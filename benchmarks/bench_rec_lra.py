@@ -5,9 +5,9 @@ trainer uses, one process, `--threads` torch threads, and appends one JSON line 
 `--out` (so a run cut short keeps what it finished). `--report` turns the JSON lines into the table
 of benchmarks/results/rec_lra.md.
 
-    python benchmarks/bench_rec_lra.py --task mnist --data-root ../shared/data --epochs 6 \
+    python benchmarks/bench_rec_lra.py --task mnist --data-root DATA_DIR --epochs 6 \
         --seeds 0 1 2 --out benchmarks/results/rec_lra_mnist.jsonl
-    python benchmarks/bench_rec_lra.py --task cifar10 --data-root ../shared/data/cifar10.npz --epochs 4 \
+    python benchmarks/bench_rec_lra.py --task cifar10 --data-root DATA_DIR/cifar10.npz --epochs 4 \
         --seeds 0 --train-subset 10000 --out benchmarks/results/rec_lra_cifar10.jsonl
     python benchmarks/bench_rec_lra.py --report benchmarks/results/rec_lra_*.jsonl
 """

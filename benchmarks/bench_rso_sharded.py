@@ -3,7 +3,7 @@ results), and the accuracy gap to the sequential sweep at equal numbers of trial
 
 Runs the real trainer (evoplat.methods.rso.trainer) on MNIST, the throughput part with a trial budget per
 tensor, the gap part over one whole cycle (or the same budget with --gap-trials-per-tensor):
-    .venv/bin/python benchmarks/bench_rso_sharded.py --data-root /work/shared/data \
+    .venv/bin/python benchmarks/bench_rso_sharded.py --data-root DATA_DIR \
         --batch 5000 --trials-per-tensor 128 --shard-size 64 --gap-batch 1000 --gap-train-subset 12000
 Throughput = trials of every layer sweep after the first / wall time between their reports (worker
 start-up and the first group's cache are excluded); test evaluation only at the end.

@@ -7,7 +7,7 @@ Every path runs the same trials (the first --trials scalars of every tensor, fro
 their decisions and final weights must be identical. Per-tensor seconds per trial are measured, and a
 cycle's time is estimated as sum(numel * s/trial) over tensors (an extrapolation, labelled so).
 
-    .venv/bin/python benchmarks/bench_rso_throughput.py --data-root /work/shared/data --trials 3
+    .venv/bin/python benchmarks/bench_rso_throughput.py --data-root DATA_DIR --trials 3
 """
 from __future__ import annotations
 

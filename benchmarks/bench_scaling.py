@@ -3,7 +3,7 @@ and the cost of each noise source.
 
 Issue 2 targets: 2 workers vs 1 >= 1.7x generations/s (this machine has 2 cores); bytes sent per
 generation the same at popsize 128 and 1024 (out: the center, once per node; back: 4 bytes a member).
-    python benchmarks/bench_scaling.py --data-root ../shared/data
+    python benchmarks/bench_scaling.py --data-root DATA_DIR
 """
 from __future__ import annotations
 

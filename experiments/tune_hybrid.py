@@ -1,7 +1,7 @@
 """Sweep the hybrid BP/ES schedule with Ray Tune (ASHA by default, PBT with --scheduler pbt).
 
 Locally (a Ray instance starts in-process):
-    python experiments/tune_hybrid.py --config experiments/hybrid_cpu.yaml --data-root /work/shared/data
+    python experiments/tune_hybrid.py --config experiments/hybrid_cpu.yaml --data-root DATA_DIR/cifar10.npz
 On a cluster (the working directory is shipped; Ray connects through RAY_ADDRESS):
     ray job submit --working-dir . -- python experiments/tune_hybrid.py --config experiments/hybrid_cpu.yaml \\
         --data-root /shared/cifar10.npz --storage /shared/tune
