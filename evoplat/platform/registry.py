@@ -10,6 +10,8 @@ accepted as soon as the module that registers it has been imported.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any, Callable, Iterator
 
 
@@ -58,7 +60,7 @@ def resolve_target(target: Any, kind: str = "component") -> Callable:
     if not sep:
         mod_name, _, attr = target.rpartition(".")
     try:
-        obj: Any = importlib.import_module(mod_name)
+        obj: Any = _import(mod_name)
     except Exception as err:  # ImportError, or the module's own error while importing
         raise RegistryError(f"{kind} target '{target}': cannot import '{mod_name}' "
                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
@@ -69,6 +71,17 @@ def resolve_target(target: Any, kind: str = "component") -> Callable:
     if not callable(obj):
         raise RegistryError(f"{kind} target '{target}' is not callable")
     return obj
+
+
+def _import(mod_name: str):
+    """Import a module; a module in the current directory counts too, as with `python -m`."""
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError:
+        if os.getcwd() in sys.path:
+            raise
+        sys.path.insert(0, os.getcwd())
+        return importlib.import_module(mod_name)
 
 
 def target_name(target: Any) -> Any:

@@ -20,6 +20,7 @@ Failure handling (see docs/faults.md):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -47,9 +48,17 @@ class PoolError(RuntimeError):
 class HostActor:
     """Holds `factory()` and calls its methods. Knows nothing about what it hosts."""
 
-    def __init__(self, factory: Callable[[], Any], num_threads: int):
+    def __init__(self, factory: Callable[[], Any], num_threads: int, import_paths: tuple = ()):
+        import os
+        import sys
+
         import torch
         torch.set_num_threads(max(1, num_threads))
+        # User code named by import string ('mypkg.nets:make_net') is found where the driver found it:
+        # its working directory, if that folder exists here too (a job's working_dir is on the path anyway).
+        for path in import_paths:
+            if os.path.isdir(path) and path not in sys.path:
+                sys.path.insert(0, path)
         self.obj = factory()
 
     def ready(self) -> str:
@@ -111,7 +120,8 @@ class WorkerPool:
         return opts
 
     def _spawn(self, index: int) -> None:
-        actor = HostActor.options(**self._options(index)).remote(self.factory, int(max(1, self.cpus)))
+        actor = HostActor.options(**self._options(index)).remote(self.factory, int(max(1, self.cpus)),
+                                                                 (os.getcwd(),))
         ready = actor.ready.remote()
         if index < len(self.actors):
             self.actors[index], self._ready[index], self._nodes[index] = actor, ready, None
