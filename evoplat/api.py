@@ -108,7 +108,11 @@ def execute(prepared: PreparedRun, loggers: Optional[list[Callable]] = None, dat
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     first = _FirstStep()
-    ctx = RunContext(cfg, run, data_root, state, [first, *(loggers or [])],
+    loggers = list(loggers or [])
+    if cfg.run.tensorboard:
+        from evoplat.platform.run.loggers import TensorBoardLogger
+        loggers.append(TensorBoardLogger(run.path / "tensorboard", cfg.run.tensorboard_histograms))
+    ctx = RunContext(cfg, run, data_root, state, [first, *loggers],
                      elapsed_before=float(state.get("wall_time", 0.0)) if state else 0.0)
     try:
         summary = run_loop(ctx, trainer)

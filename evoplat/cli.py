@@ -26,7 +26,7 @@ def _add_run_parser(sub):
     p.add_argument("--run-dir", help="Run directory (default runs/<name>-<timestamp>).")
     p.add_argument("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last checkpoint.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing run directory.")
-    p.add_argument("--quiet", action="store_true", help="No progress lines.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar or lines.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="Resume an interrupted experiment in --storage.")
     r = sub.add_parser("report", help="Summarise a run directory and plot its learning curves.")
     r.add_argument("run_dir")
+    r.add_argument("--tensorboard", action="store_true", help="Print the command that opens the run's "
+                                                               "TensorBoard event files.")
     o = sub.add_parser("options", help="List every config option with its default and meaning.")
     o.add_argument("--section", help="Only options under this section (e.g. es).")
     return parser
@@ -51,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from evoplat.api import execute, prepare
-    from evoplat.platform.run.context import ConsoleLogger
+    from evoplat.platform.run.loggers import console_logger
 
     prepared = prepare(args.config, args.run_dir, args.resume, args.overrides, args.data_root, args.overwrite)
     cfg = prepared.cfg
-    loggers = [] if args.quiet else [ConsoleLogger(cfg.run.log_every)]
+    loggers = console_logger(cfg, quiet=args.quiet)
     print(f"evoplat: {cfg.algorithm} run in {prepared.run.path}" + (" (resumed)" if prepared.state else ""),
           flush=True)
     result = execute(prepared, loggers, args.data_root)
@@ -70,6 +72,12 @@ def cmd_report(args) -> int:
     from evoplat.platform.run.report import report
     if not (Path(args.run_dir) / "metrics.parquet").is_file():
         raise UsageError(f"report error: no metrics.parquet in {args.run_dir}")
+    if args.tensorboard:
+        if not (Path(args.run_dir) / "tensorboard").is_dir():
+            raise UsageError(f"report error: no tensorboard/ in {args.run_dir} (run.tensorboard was off)")
+        from evoplat.platform.run.report import tensorboard_command
+        print(tensorboard_command(args.run_dir))
+        return 0
     report(args.run_dir)
     return 0
 

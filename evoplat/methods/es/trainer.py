@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from evoplat.methods.es.config import ESConfig
 from evoplat.platform.models import build_model
 from evoplat.platform.population.evaluator import ESEvaluator
@@ -10,6 +12,7 @@ from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.generation import ESGeneration
 from evoplat.platform.population.noise import make_noise
 from evoplat.platform.population.task import make_task
+from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
 from evoplat.platform.strategies import StrategyState, build_strategy
 
@@ -38,8 +41,14 @@ class ESTrainer(Trainer):
     def step(self) -> dict:
         self.state, info, _ = self.generation.step(self.state)
         g = self.state.generation
-        return {"generation": g, **info, "retries": self.workers.stats.retries,
-                "timeouts": self.workers.stats.timeouts}
+        row = {"generation": g, **info, "retries": self.workers.stats.retries,
+               "timeouts": self.workers.stats.timeouts}
+        if self.cfg.run.tensorboard and self.cfg.run.tensorboard_histograms:
+            sigma = self.state.sigma          # a per-parameter tensor with SNES, else one number
+            row[HISTOGRAMS] = {"theta": self.state.center}
+            if torch.is_tensor(sigma) and sigma.numel() > 1:
+                row[HISTOGRAMS]["sigma"] = sigma
+        return row
 
     def evaluate(self) -> dict:
         self.layout.load_into(self.model, self.state.center)

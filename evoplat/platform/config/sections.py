@@ -53,7 +53,13 @@ class DataConfig(ComponentConfig):
     root: Optional[str] = Field(
         None, description="Folder holding the dataset (mnist/cifar10) or the .npz file path. "
                           "Default: --data-root, else $EVOPLAT_DATA, else ~/.cache/evoplat/data.")
-    download: bool = Field(False, description="Allow torchvision to download a missing dataset.")
+    download: bool = Field(True, description="mnist/cifar10 missing from the data root: download it there "
+                                             "first (after checking the free disk; fails within seconds "
+                                             "without network). false: a missing dataset is an error.")
+    fallback: Optional[str] = Field(None, description="Registered dataset to use instead when the source is "
+                                                      "missing and cannot be downloaded (e.g. digits: "
+                                                      "scikit-learn's 8x8 digits, shipped with the package); "
+                                                      "says so in one line. null: no fallback, an error.")
     val_size: int = Field(5000, ge=0, description="Examples held out of the training split for validation "
                                                    "(used for selection; the test split never is).")
     split_seed: int = Field(0, ge=0, description="Seed of the train/validation split.")
@@ -70,6 +76,11 @@ class DataConfig(ComponentConfig):
     def _known(cls, v, info):
         # `target` (declared first) replaces the registered name
         return v if info.data.get("target") is not None else _registered(DATASETS, v)
+
+    @field_validator("fallback")
+    @classmethod
+    def _known_fallback(cls, v):
+        return v if v is None else _registered(DATASETS, v)
 
 
 class ModelConfig(ComponentConfig):

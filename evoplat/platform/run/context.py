@@ -1,37 +1,20 @@
 """What a trainer is handed: the config, the run directory, the state to resume from, and observers.
 
 Trainers publish one status record (a flat dict) per step through `report`; loggers observe those
-records (metrics.parquet, the console) instead of being wired into the training loops.
+records (metrics.parquet, the console, TensorBoard; see loggers.py) instead of being wired into the
+training loops. A row may carry tensors under HISTOGRAMS (an ES run's center): they never reach
+metrics.parquet or a logger's row, only loggers with a `histogram(step, tensors)` method.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from evoplat.platform.run.loggers import ConsoleLogger  # noqa: F401  (its former home; still importable)
 from evoplat.platform.run.rundir import RunDirectory
 
-
-class ConsoleLogger:
-    """Prints a compact progress line every `every` steps."""
-
-    KEYS = ("fitness_mean", "fitness_max", "train_loss", "val_acc", "test_acc", "evals_per_s", "accepted_frac")
-
-    def __init__(self, every: int = 1, stream=None):
-        self.every, self.stream = every, stream or sys.stdout
-
-    def __call__(self, row: dict) -> None:
-        step = row.get("step", 0)
-        if step % self.every and not row.get("final"):
-            return
-        parts = [f"[{row.get('phase', 'step')} {step}]"]
-        for k in self.KEYS:
-            v = row.get(k)
-            if isinstance(v, float):
-                parts.append(f"{k}={v:.4g}")
-        parts.append(f"t={row.get('wall_time', 0.0):.1f}s")
-        print(" ".join(parts), file=self.stream, flush=True)
+HISTOGRAMS = "_histograms"
 
 
 @dataclass
@@ -50,9 +33,12 @@ class RunContext:
     def report(self, row: dict) -> None:
         """Record one step: it goes to metrics.parquet and to every logger."""
         row = dict(row, wall_time=self.wall_time())
+        tensors = row.pop(HISTOGRAMS, None)
         self.run.log(row)
         for logger in self.loggers:
             logger(row)
+            if tensors and hasattr(logger, "histogram"):
+                logger.histogram(row.get("step", 0), tensors)
 
     def checkpoint(self, step: int, state: dict) -> None:
         """Save full state (plus the metrics so far, so a resumed run's table is whole)."""
