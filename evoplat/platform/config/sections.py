@@ -157,7 +157,12 @@ class RunConfig(StrictModel):
     target_value: float = Field(0.0, description="Value of target_metric that ends the run.")
     target_mode: Literal["max", "min"] = Field("max", description="max: stop at >= target_value; min: <=.")
     eval_batch_size: int = Field(2000, ge=1, description="Batch size of accuracy evaluation.")
-    log_every: int = Field(1, ge=1, description="Print a progress line every N steps.")
+    log_every: int = Field(1, ge=1, description="Print a progress line every N steps (in a log or a pipe; "
+                                                "a terminal shows a progress bar).")
+    tensorboard: bool = Field(True, description="Write every metric to TensorBoard event files in "
+                                                "RUN_DIR/tensorboard (view: tensorboard --logdir runs/).")
+    tensorboard_histograms: bool = Field(False, description="Also write histograms of the ES center θ (and "
+                                                            "SNES's per-parameter σ) every step.")
     torch_threads: Optional[int] = Field(None, ge=1, description="Torch threads of the driver (default: torch's).")
 
 
