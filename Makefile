@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# ES on an MLP on MNIST, on a Ray instance started in-process. Data: $EVOPLAT_DATA (or --data-root).
+# CI and benchmark machines keep the datasets in ../shared/data beside the checkout: used when it exists
+# (and $EVOPLAT_DATA is not set). Elsewhere MNIST is downloaded into ~/.cache/evoplat/data on first use.
+SHARED_DATA := $(wildcard $(abspath ../shared/data))
+DATA_ENV := $(if $(SHARED_DATA),EVOPLAT_DATA="$${EVOPLAT_DATA:-$(SHARED_DATA)}",)
+
+# ES on an MLP on MNIST (8x8 digits without network), on a Ray instance started in-process.
 demo: $(STAMP)
-	$(BIN)/evoplat run $(DEMO_CONFIG) --set es.generations=$(DEMO_GENERATIONS)
+	$(DATA_ENV) $(BIN)/evoplat run $(DEMO_CONFIG) --set es.generations=$(DEMO_GENERATIONS)
 	$(BIN)/evoplat report $$(ls -dt runs/es_mnist-* | head -n 1)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(DATA_ENV) $(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -73,7 +73,7 @@ def prepare(config: Any = None, run_dir=None, resume=None, overrides: Sequence |
         if state.get("algorithm") != cfg.algorithm:
             raise ResumeError(f"resume error: checkpoint in {run.path} is for '{state.get('algorithm')}', "
                               f"config says '{cfg.algorithm}'")
-        check_available(cfg.data, data_root)
+        check_available(cfg.data, data_root, fallback=False)   # the checkpoint was trained on this data
         run.truncate("step", int(state["step"]))
         return PreparedRun(cfg, run, state, created=False)
     if config is None:

@@ -1,14 +1,18 @@
-"""Data sources by name (the DATASETS registry): mnist and cifar10 through torchvision, npz array files,
+"""Data sources by name (the DATASETS registry): mnist and cifar10 through torchvision (downloaded on
+first use, download.py), digits (scikit-learn's 8x8 digits, shipped with the package), npz array files,
 synthetic; or a user's loader (`data.target`, or registered) returning (x_train, y_train, x_test,
 y_test[, num_classes]) as tensors or arrays.
 
 A dataset that fits is held as float32 tensors (optionally on a device); a held-out validation split is
 carved from the training split with a fixed seed, so selection never touches the test split. The
-minibatch of step g is a pure function of (seed, g): any process computes the same one.
+minibatch of step g is a pure function of (seed, g): any process computes the same one. Every file
+that cannot be read, every mismatched length and every non-finite input is one DataError line.
 """
 from __future__ import annotations
 
+import gzip
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,12 +20,18 @@ from typing import Optional
 import numpy as np
 import torch
 
+from evoplat.platform.download import TITLES, DownloadError, download, note
 from evoplat.platform.registry import DATASETS, resolve_target
 
 # Per-channel statistics of the training splits (CIFAR-10: mean/std of the 50,000 training images).
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch", "batches.meta")
+DIGITS_TEST = 360          # digits: the last 360 of the 1,797 images are the test split
 
 
 class DataError(FileNotFoundError):
@@ -59,27 +69,92 @@ def resolve_root(cfg_root: Optional[str], cli_root: Optional[str] = None) -> Pat
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evoplat" / "data"
 
 
-def check_available(cfg, cli_root: Optional[str] = None) -> None:
-    """Fail fast, before Ray or a run directory exist, when the named dataset is not on disk."""
+def check_available(cfg, cli_root: Optional[str] = None, fallback: bool = True) -> None:
+    """Make sure the dataset is on disk before Ray or a run directory exist, downloading a missing
+    mnist/cifar10 when `data.download` is true. When it cannot be had and `data.fallback` names another
+    dataset (and `fallback`: never on resume), `cfg` is switched to that one in place, so the run's
+    config.yaml records what ran; the split options are cut to fit it, and one line says so."""
     if cfg.target is not None:
         return
     root = resolve_root(cfg.root, cli_root)
-    if cfg.source == "mnist" and not cfg.download:
-        raw = root / "MNIST" / "raw"
-        need = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                "t10k-labels-idx1-ubyte"]
-        missing = [n for n in need if not (raw / n).exists() and not (raw / f"{n}.gz").exists()]
-        if missing:
-            raise DataError(f"data error: MNIST not found in {raw} (missing {', '.join(missing)}); "
-                            f"set --data-root/EVOPLAT_DATA or data.download=true")
-    elif cfg.source == "cifar10" and not cfg.download:
-        if not (root / "cifar-10-batches-py").is_dir():
-            raise DataError(f"data error: CIFAR-10 not found in {root / 'cifar-10-batches-py'}; "
-                            f"for an .npz copy use data.source=npz")
-    elif cfg.source == "npz":
-        path = npz_path(root)
-        if not path.is_file():
-            raise DataError(f"data error: no .npz file at {path}")
+    try:
+        _ensure(cfg.source, root, cfg.download)
+    except DataError as err:
+        if not fallback or cfg.fallback is None or cfg.fallback == cfg.source:
+            raise
+        title = TITLES.get(cfg.source, cfg.source)
+        _ensure(cfg.fallback, root, cfg.download)
+        n_train = len(DATASETS.get(cfg.fallback)(cfg.model_copy(update={"source": cfg.fallback}), root)[0])
+        cfg.source, cfg.train_subset, cfg.test_subset = cfg.fallback, None, None
+        cfg.val_size = min(cfg.val_size, n_train // 5)
+        note(f"evoplat: {str(err).removeprefix('data error: ')}; using data.fallback={cfg.fallback} instead. "
+             f"For {title}, run once with network access (it is kept in {root}) or point "
+             f"--data-root/$EVOPLAT_DATA at a folder that holds it.")
+
+
+def _ensure(source: str, root: Path, allow_download: bool) -> None:
+    """Raise DataError unless `source` is on disk under `root` (or was just downloaded there)."""
+    if source == "npz":
+        if not npz_path(root).is_file():
+            raise DataError(f"data error: no .npz file at {npz_path(root)}")
+        return
+    if source not in TITLES:
+        return
+    if source == "mnist":
+        where = root / "MNIST" / "raw"
+        present = lambda: _mnist_present(where)   # noqa: E731
+    else:
+        where = root / "cifar-10-batches-py"
+        present = lambda: all((where / n).is_file() for n in CIFAR10_FILES)   # noqa: E731
+    if present():
+        return
+    if not allow_download:
+        hint = "set --data-root/EVOPLAT_DATA or data.download=true"
+        if source == "cifar10":
+            hint += "; for an .npz copy use data.source=npz"
+        raise DataError(f"data error: {TITLES[source]} not found in {where}; {hint}")
+    try:
+        download(source, root, present, lambda: _torchvision(source, root, True))
+    except DownloadError as err:
+        raise DataError(f"data error: {TITLES[source]} is not in {where} and cannot be downloaded: {err}") \
+            from None
+
+
+def _mnist_present(raw: Path) -> bool:
+    """All four idx files there; one given only as .gz (fetched by hand) is unpacked first."""
+    for name in MNIST_FILES:
+        gz = raw / f"{name}.gz"
+        if not (raw / name).exists() and gz.is_file():
+            tmp = raw / f".{name}.partial"
+            try:
+                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+            except (OSError, EOFError) as err:
+                tmp.unlink(missing_ok=True)
+                raise DataError(f"data error: cannot unpack {gz} ({_first_line(err)}); "
+                                f"replace or delete it") from None
+            tmp.rename(raw / name)     # never a half-written idx file under the real name
+    return all((raw / n).exists() for n in MNIST_FILES)
+
+
+def _torchvision(source: str, root: Path, allow_download: bool = False):
+    """The train and test torchvision datasets of `source`; unreadable files are one DataError line."""
+    from torchvision.datasets import CIFAR10, MNIST
+    cls = MNIST if source == "mnist" else CIFAR10
+    if allow_download:
+        return cls(root=str(root), train=True, download=True)
+    try:
+        return [cls(root=str(root), train=train, download=False) for train in (True, False)]
+    except Exception as err:  # torchvision's parsers raise RuntimeError, AssertionError, ValueError, ...
+        where = root / "MNIST" / "raw" if source == "mnist" else root / "cifar-10-batches-py"
+        raise DataError(f"data error: {TITLES[source]} files in {where} are truncated or corrupt "
+                        f"({_first_line(err)}); replace them, or delete them to download again") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [s for s in str(err).splitlines() if s.strip()]
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
 def npz_path(root: Path) -> Path:
@@ -92,23 +167,32 @@ def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-def _load_mnist(root: Path, download: bool):
-    from torchvision.datasets import MNIST
+def _load_mnist(root: Path):
     out = []
-    for train in (True, False):
-        ds = MNIST(root=str(root), train=train, download=download)
+    for ds in _torchvision("mnist", root):
         x = ds.data.unsqueeze(1).float().div_(255.0)
         out += [_normalize(x, MNIST_MEAN, MNIST_STD), ds.targets.long()]
     return (*out, 10)
 
 
-def _load_cifar10(root: Path, download: bool):
-    from torchvision.datasets import CIFAR10
+def _load_cifar10(root: Path):
     out = []
-    for train in (True, False):
-        ds = CIFAR10(root=str(root), train=train, download=download)
+    for ds in _torchvision("cifar10", root):
         out += list(_images_to_tensor(ds.data, np.asarray(ds.targets)))
     return (*out, 10)
+
+
+def _load_digits():
+    """scikit-learn's 8x8 digits (1,797 images, 0..16 grey levels): the last DIGITS_TEST are the test
+    split; standardised with the training split's mean and std."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    n = len(x) - DIGITS_TEST
+    mean, std = x[:n].mean(), x[:n].std()
+    x = (x - mean) / std
+    return x[:n], y[:n], x[n:], y[n:], 10
 
 
 def _images_to_tensor(x: np.ndarray, y: np.ndarray):
@@ -127,15 +211,27 @@ def _images_to_tensor(x: np.ndarray, y: np.ndarray):
 
 def _load_npz(root: Path):
     path = npz_path(root)
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise DataError(f"data error: {path} lacks keys {sorted(missing)}")
-        xtr, ytr = _images_to_tensor(f["x_train"], f["y_train"]) if f["x_train"].dtype == np.uint8 else \
-            (torch.from_numpy(f["x_train"]).float(), torch.from_numpy(f["y_train"].astype(np.int64)))
-        xte, yte = _images_to_tensor(f["x_test"], f["y_test"]) if f["x_test"].dtype == np.uint8 else \
-            (torch.from_numpy(f["x_test"]).float(), torch.from_numpy(f["y_test"].astype(np.int64)))
-    return xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+            if missing:
+                raise DataError(f"data error: {path} lacks keys {sorted(missing)}")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"data error: {path} is not a readable .npz file ({_first_line(err)})") from None
+    out = []
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise DataError(f"data error: {path}: x_{split} {list(x.shape)} and y_{split} {list(y.shape)} "
+                            f"must be [N, ...] and [N] with N > 0")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"data error: {path}: y_{split} must hold integer class labels (got {y.dtype})")
+        out += list(_images_to_tensor(x, y) if x.dtype == np.uint8 else
+                    (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))))
+    return (*out, int(max(out[1].max(), out[3].max())) + 1)
 
 
 def make_synthetic(shape, classes: int, n_train: int, n_test: int, seed: int = 1234):
@@ -156,12 +252,17 @@ def make_synthetic(shape, classes: int, n_train: int, n_test: int, seed: int = 1
 
 @DATASETS.register("mnist")
 def _mnist_source(cfg, root: Path):
-    return _load_mnist(root, cfg.download)
+    return _load_mnist(root)
 
 
 @DATASETS.register("cifar10")
 def _cifar10_source(cfg, root: Path):
-    return _load_cifar10(root, cfg.download)
+    return _load_cifar10(root)
+
+
+@DATASETS.register("digits")
+def _digits_source(cfg, root: Path):
+    return _load_digits()
 
 
 @DATASETS.register("npz")
@@ -185,14 +286,34 @@ def _user_parts(cfg):
     return xtr.float(), ytr.long(), xte.float(), yte.long(), classes
 
 
+def _checked(parts, origin: str):
+    """The five parts, or a DataError naming what is wrong with them."""
+    xtr, ytr, xte, yte, classes = parts
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if x.dim() < 2 or y.dim() != 1 or len(x) != len(y) or len(x) == 0:
+            raise DataError(f"data error: {origin}: x_{split} {list(x.shape)} and y_{split} {list(y.shape)} "
+                            f"must be [N, ...] and [N] with N > 0")
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise DataError(f"data error: {origin}: x_{split} holds {bad} NaN or infinite values")
+        if int(y.min()) < 0 or int(y.max()) >= classes:
+            raise DataError(f"data error: {origin}: y_{split} labels must lie in [0, {classes}) "
+                            f"(found {int(y.min())}..{int(y.max())})")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"data error: {origin}: train inputs {list(xtr.shape[1:])} and test inputs "
+                        f"{list(xte.shape[1:])} differ in shape")
+    return xtr, ytr, xte, yte, classes
+
+
 def load_dataset(cfg, cli_root: Optional[str] = None, device: str | torch.device = "cpu") -> Dataset:
     """Load the configured dataset as tensors, with its validation split carved out."""
     if cfg.target is not None:
-        parts = _user_parts(cfg)
+        parts, origin = _user_parts(cfg), f"data.target {cfg.target!r}"
     else:
-        check_available(cfg, cli_root)
-        parts = DATASETS.get(cfg.source)(cfg, resolve_root(cfg.root, cli_root))
-    xtr, ytr, xte, yte, classes = parts
+        root = resolve_root(cfg.root, cli_root)
+        _ensure(cfg.source, root, cfg.download)      # never the fallback: that is decided before a run
+        parts, origin = DATASETS.get(cfg.source)(cfg, root), f"dataset '{cfg.source}'"
+    xtr, ytr, xte, yte, classes = _checked(parts, origin)
     if cfg.val_size >= len(xtr):
         raise DataError(f"data error: data.val_size={cfg.val_size} leaves no training examples "
                         f"(the training split has {len(xtr)})")
