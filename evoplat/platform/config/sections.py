@@ -148,10 +148,11 @@ class RunConfig(StrictModel):
     eval_every: Optional[int] = Field(None, ge=1, description="Measure validation and test metrics every N "
                                                               "steps and at the last (default: the method's, "
                                                               "10 for ES and RSO, 1 for epoch-based methods).")
-    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many steps in all, before the "
-                                                             "method's own budget; --resume continues.")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many steps in all (counting "
+                                                             "those before a resume), before the method's own "
+                                                             "budget; resume with a larger value or null.")
     max_wall_s: Optional[float] = Field(None, gt=0, description="Stop (checkpointed, resumable) after this "
-                                                                "many seconds of run time.")
+                                                                "many seconds of this invocation.")
     target_metric: Optional[str] = Field(None, description="Stop once this reported metric reaches "
                                                            "target_value (e.g. val_acc, test_return).")
     target_value: float = Field(0.0, description="Value of target_metric that ends the run.")

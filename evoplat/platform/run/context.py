@@ -28,7 +28,12 @@ class RunContext:
     elapsed_before: float = 0.0                   # wall time of the run before a resume
 
     def wall_time(self) -> float:
+        """Seconds of run time, the parts before a resume included."""
         return self.elapsed_before + time.time() - self.started
+
+    def session_time(self) -> float:
+        """Seconds since this process started (or resumed) the run."""
+        return time.time() - self.started
 
     def report(self, row: dict) -> None:
         """Record one step: it goes to metrics.parquet and to every logger."""

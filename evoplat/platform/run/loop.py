@@ -92,19 +92,19 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
         for logger in ctx.loggers:
             getattr(logger, "start", lambda *a: None)(trainer.steps_done, budget, trainer_cls.unit)
         last: dict = {}
-        reason = stop_reason(cfg, trainer.steps_done, budget, ctx.wall_time(), {})
+        reason = stop_reason(cfg, trainer.steps_done, budget, 0.0, {})   # every invocation makes a step
         while reason is None:
             step = trainer.steps_done + 1
             trainer.evaluating = step % every == 0 or step == budget
             rows = trainer.step()
             trainer.steps_done = step
-            reason = stop_reason(cfg, step, budget, ctx.wall_time(), _last_row(rows))
+            reason = stop_reason(cfg, step, budget, ctx.session_time(), _last_row(rows))
             if not isinstance(rows, list):
                 if trainer.evaluating or reason:
                     rows.update(trainer.evaluate())
                 best.update(rows)
                 # a target reached by the evaluation just made also ends the run
-                reason = reason or stop_reason(cfg, step, budget, ctx.wall_time(), rows)
+                reason = reason or stop_reason(cfg, step, budget, ctx.session_time(), rows)
                 rows.update(best.values)
             for row in rows if isinstance(rows, list) else [rows]:
                 ctx.report(dict(row, phase=row.get("phase", trainer_cls.unit), step=step,

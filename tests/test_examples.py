@@ -1,0 +1,23 @@
+"""The examples a user copies run as shipped, on tiny settings, in their own processes (real Ray)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("script, args, expect", [
+    ("own_model_data_fitness.py", ["--generations", "3"], "test accuracy"),
+    ("gym_policy.py", ["--generations", "2", "--eval-episodes", "3"], "mean return"),
+    ("own_method.py", ["--steps", "5"], "test accuracy"),
+])
+def test_example_runs(tmp_path, script, args, expect):
+    out = subprocess.run([sys.executable, str(EXAMPLES / script), *args, "--run-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert expect in out.stdout.splitlines()[-1]
+    assert (tmp_path / "run" / "metrics.parquet").is_file() and (tmp_path / "run" / "summary.json").is_file()
