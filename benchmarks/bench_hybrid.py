@@ -8,7 +8,7 @@
     # 3. statistics, plot, benchmarks/results/hybrid.md
     python benchmarks/bench_hybrid.py summarize
 
-Runs in-process (the trainer through the RunContext contract); every number in the report comes from
+Runs in-process (through evoplat.run); every number in the report comes from
 the JSON files these commands write under benchmarks/results/hybrid_runs/.
 """
 from __future__ import annotations
@@ -28,22 +28,14 @@ CONFIG = HERE.parent / "experiments" / "hybrid_cpu.yaml"
 
 
 def run_once(overrides: list[str], data_root: str) -> dict:
-    import torch
+    import evoplat
 
-    from evoplat.platform.config import load_config, to_yaml
-    from evoplat.platform.run.rundir import RunDirectory
-    from evoplat.methods import get_trainer
-    from evoplat.platform.run.context import RunContext
-
-    cfg = load_config(CONFIG, overrides)
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        run = RunDirectory.create(Path(tmp) / "run", to_yaml(cfg))
         t0 = time.perf_counter()
-        summary = get_trainer(cfg.algorithm).train(RunContext(cfg, run, data_root))
+        result = evoplat.run(CONFIG, run_dir=Path(tmp) / "run", overrides=overrides, data_root=data_root)
         wall = time.perf_counter() - t0
-    return {"overrides": overrides, "summary": summary, "rows": run.rows, "wall_s": wall}
+        rows = [{k: v for k, v in r.items() if v == v} for r in result.metrics.to_dict("records")]
+    return {"overrides": overrides, "summary": result.summary, "rows": rows, "wall_s": wall}
 
 
 def machine() -> dict:

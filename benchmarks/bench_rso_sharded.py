@@ -18,21 +18,15 @@ import time
 
 import torch
 
-from evoplat.platform.config import build_config
-from evoplat.platform.run.rundir import RunDirectory
-from evoplat.methods import rso as rso_trainer
-from evoplat.platform.run.context import RunContext
+import evoplat
 
 
 def run(raw, data_root):
-    cfg = build_config(raw)
     with tempfile.TemporaryDirectory() as d:
-        run_dir = RunDirectory.create(os.path.join(d, "r"), "x")
-        ctx = RunContext(cfg, run_dir, data_root)
         t0 = time.perf_counter()
-        summary = rso_trainer.train(ctx)
+        result = evoplat.run(raw, run_dir=os.path.join(d, "r"), data_root=data_root)
         wall = time.perf_counter() - t0
-        rows = run_dir.rows
+        summary, rows = result.summary, [{k: v for k, v in r.items() if v == v} for r in result.metrics.to_dict("records")]
     trials = sum(r["trials"] for r in rows[1:])
     rate = trials / (rows[-1]["wall_time"] - rows[0]["wall_time"])
     return summary, rate, wall, rows
