@@ -33,6 +33,13 @@ class ESConfig(StrictModel):
                              "built once from the seed (faster on CPUs).")
     noise_table_size: int = Field(0, ge=0, description="'table' noise: Gaussians in the table (4 bytes "
                                                        "each, one copy per worker); 0 = max(2**24, 8 * P).")
+    perturbation: Literal["full", "lowrank"] = Field(
+        "full", description="Member noise: 'full' (a Gaussian per parameter) or 'lowrank' (each weight "
+                            "matrix, a conv kernel as (out, in*k*k), perturbed by A B^T / sqrt(rank) with "
+                            "Gaussian A, B; 1-D parameters full rank). Applies to every strategy; the "
+                            "shared low-rank forward needs a scalar sigma (snes falls back to "
+                            "materialised members).")
+    rank: int = Field(1, ge=1, description="lowrank perturbation: rank r of each weight's noise.")
     bn_mode: Literal["batch", "eval"] = Field(
         "batch", description="How batch norm acts while members are evaluated: 'batch' statistics of the "
                              "generation's batch, or 'eval' running statistics.")

@@ -7,10 +7,9 @@ import torch
 
 from evoplat.methods.es.config import ESConfig
 from evoplat.platform.models import build_model
-from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.population.evaluator import ESEvaluator, make_es_noise
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.generation import ESGeneration
-from evoplat.platform.population.noise import make_noise
 from evoplat.platform.population.task import make_task
 from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
@@ -33,7 +32,7 @@ class ESTrainer(Trainer):
         self.model = build_model(cfg.model, self.task.input_shape, self.task.num_outputs)
         self.layout = ParamLayout(self.model)
         self.strategy = build_strategy(cfg.es)
-        self.noise = make_noise(cfg.es.noise, cfg.seed, self.layout.size, cfg.es.noise_table_size)
+        self.noise = make_es_noise(cfg, self.layout)
         self.state = self.strategy.init(self.layout.flatten(self.model))
         self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
         self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size)

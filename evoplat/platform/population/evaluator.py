@@ -14,7 +14,8 @@ import torch
 
 from evoplat.platform.models import build_model
 from evoplat.platform.population.forward import PopulationForward
-from evoplat.platform.population.noise import Population, make_noise
+from evoplat.platform.population.lowrank import make_perturbation
+from evoplat.platform.population.noise import Population
 from evoplat.platform.population.task import make_task
 
 
@@ -29,7 +30,7 @@ class ESEvaluator:
         self.task = make_task(cfg, data_root, self.device)
         model = build_model(cfg.model, self.task.input_shape, self.task.num_outputs).to(self.device)
         self.forward = PopulationForward(model, cfg.runtime.chunk_size, cfg.method.bn_mode)
-        self.noise = make_noise(cfg.method.noise, cfg.seed, self.forward.layout.size, cfg.method.noise_table_size)
+        self.noise = make_es_noise(cfg, self.forward.layout)
 
     def evaluate(self, pop: Population, start: int, stop: int) -> dict:
         """Fitness of members [start, stop), computed in chunks aligned to multiples of chunk_size."""
@@ -40,9 +41,18 @@ class ESEvaluator:
         while a < stop:
             b = min(stop, (a // chunk + 1) * chunk)
             tn = time.perf_counter()
-            thetas = self.noise.members(pop, a, b).to(self.device)
+            members = self.noise.chunk(pop, a, b, self.device)
+            if not getattr(self.task, "accepts_chunks", False):     # a user's task: plain [K, P] vectors
+                members = members.materialize()
             noise_s += time.perf_counter() - tn
-            out.append(self.task.member_fitness(self.forward, thetas, pop.generation).cpu())
+            out.append(self.task.member_fitness(self.forward, members, pop.generation).cpu())
             a = b
         fitness = torch.cat(out).numpy().astype(np.float32)
         return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0}
+
+
+def make_es_noise(cfg, layout):
+    """The run's keyed perturbations (driver and workers build the same): es.noise, es.perturbation."""
+    m = cfg.method
+    return make_perturbation(getattr(m, "perturbation", "full"), m.noise, layout, getattr(m, "rank", 1),
+                             m.noise_table_size, cfg.seed)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
+from evoplat.platform.population.chain import ChainForward
+
 
 class ParamLayout:
     """Where each named parameter lives in a flat float32 vector of length P."""
@@ -79,9 +81,28 @@ class PopulationForward:
         self._batched = vmap(one, in_dims=(0, None))       # one shared input batch
         self._per_member = vmap(one, in_dims=(0, 0))      # each member its own inputs
 
+        self.chain = ChainForward.build(self.model, self.layout)
+        self._chain_checked = False
+
+    def structured(self, x: torch.Tensor) -> bool:
+        """Whether members given as a MemberChunk take the shared-base chain forward (chain.py)."""
+        if self.chain is not None and not self._chain_checked:
+            self._chain_checked = True
+            if not self.chain.matches(x):
+                self.chain = None
+        return self.chain is not None
+
     @torch.no_grad()
-    def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits [K, B, C] of K members (rows of `flat`), evaluated chunk by chunk."""
+    def logits(self, flat, x: torch.Tensor) -> torch.Tensor:
+        """Logits [K, B, C] of K members on one shared batch `x`.
+
+        `flat`: stacked parameter vectors [K, P] (evaluated chunk by chunk under vmap), or a MemberChunk
+        (the structured forward when the model is a supported chain, else its materialised vectors).
+        """
+        if not isinstance(flat, torch.Tensor):
+            if self.structured(x):
+                return self.chain.logits(flat, x)
+            flat = flat.materialize()
         outs = [self._batched(self.layout.unflatten(flat[a:a + self.chunk_size]), x)
                 for a in range(0, flat.shape[0], self.chunk_size)]
         return torch.cat(outs)
@@ -89,6 +110,8 @@ class PopulationForward:
     @torch.no_grad()
     def member_logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits [K, B, C] of K members, member k on its own inputs x[k] (x: [K, B, ...])."""
+        if not isinstance(flat, torch.Tensor):
+            flat = flat.materialize()
         outs = [self._per_member(self.layout.unflatten(flat[a:a + self.chunk_size]), x[a:a + self.chunk_size])
                 for a in range(0, flat.shape[0], self.chunk_size)]
         return torch.cat(outs)

@@ -27,6 +27,8 @@ def _episode_seed(seed: int, generation: int, episode: int) -> int:
 
 @FITNESS.register("gym")
 class GymTask:
+
+    accepts_chunks = True      # member_fitness takes a MemberChunk (members.py) as well as [K, P]
     def __init__(self, cfg, data_root: Optional[str] = None, device="cpu", env: str = "CartPole-v1",
                  episodes: int = 1, eval_episodes: int = 100, max_episode_steps: Optional[int] = None,
                  env_kwargs: Optional[dict] = None):
@@ -76,7 +78,11 @@ class GymTask:
                 alive[i] = not (terminated or truncated)
         return returns
 
-    def member_fitness(self, forward, thetas: torch.Tensor, generation: int) -> torch.Tensor:
+    def member_fitness(self, forward, thetas, generation: int) -> torch.Tensor:
+        """Mean return of each member; `thetas` is [K, P] or a MemberChunk (materialised here: each
+        member steps on its own observations, so no input is shared)."""
+        if not isinstance(thetas, torch.Tensor):
+            thetas = thetas.materialize()
         total = np.zeros(thetas.shape[0])
         for e in range(self.episodes):
             total += self.play(lambda x: forward.member_logits(thetas, x), thetas.shape[0],

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -83,6 +84,10 @@ class KeyedNoise:
                 out[row] = self.vector(generation, key)
         return out
 
+    def directions(self, generation: int, keys) -> torch.Tensor:
+        """Parameter-space directions of `keys` as rows of a float32 tensor (zeros for key -1)."""
+        return torch.from_numpy(self.block(generation, keys))
+
     def members(self, pop: Population, start: int, stop: int) -> torch.Tensor:
         """Parameter vectors of members [start, stop) as a float32 tensor [stop-start, P].
 
@@ -90,7 +95,7 @@ class KeyedNoise:
         """
         keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
         distinct = sorted(set(keys))
-        table = torch.from_numpy(self.block(pop.generation, distinct))
+        table = self.directions(pop.generation, distinct)
         rows = torch.tensor([distinct.index(k) for k in keys])
         eps = table[rows] if len(distinct) < len(keys) else table
         eps.mul_(torch.tensor(signs, dtype=torch.float32).unsqueeze(1))
@@ -98,25 +103,45 @@ class KeyedNoise:
         eps.mul_(scale)
         return eps.add_(readonly_tensor(pop.center))
 
-    def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 64) -> np.ndarray:
-        """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members, regenerating eps chunk by chunk.
+    def chunk(self, pop: Population, start: int, stop: int, device="cpu"):
+        """Members [start, stop) described, not materialised (members.MemberChunk)."""
+        from evoplat.platform.population.members import MemberChunk
+        return MemberChunk(self, pop, start, stop, torch.device(device))
 
-        Members sharing a key are merged first, so an antithetic population draws each vector once.
-        """
+    def key_weights(self, pop: Population, coeffs, power: int = 1) -> np.ndarray:
+        """Per-key coefficients: members sharing a key merged (an antithetic pair's signs folded in)."""
         per_key = np.zeros(pop.num_keys, dtype=np.float64)
         for i, c in enumerate(np.asarray(coeffs, dtype=np.float64)):
             key, sign = pop.key_sign(i)
             if key >= 0:
                 per_key[key] += c * (sign if power % 2 else 1.0)
-        total = np.zeros(self.dim, dtype=np.float32)
-        buf = np.empty((chunk, self.dim), dtype=np.float32)
-        for a in range(0, pop.num_keys, chunk):
-            b = min(a + chunk, pop.num_keys)
-            eps = self.block(pop.generation, range(a, b), out=buf[: b - a])
-            if power != 1:
-                eps = eps ** power
-            total += per_key[a:b].astype(np.float32) @ eps
-        return total
+        return per_key
+
+    def key_views(self, generation: int, keys, device="cpu") -> list:
+        """One float32 tensor [dim] per key: views of the table where there is one, else fresh draws."""
+        return list(torch.from_numpy(self.block(generation, keys)).to(device))
+
+    def chunk_noise(self, generation: int, keys, device) -> "FullRankChunk":
+        """The noise of distinct `keys`, read parameter by parameter by the structured forward."""
+        from evoplat.platform.population.members import FullRankChunk
+        return FullRankChunk(self.key_views(generation, keys, device))
+
+    def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
+        """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members.
+
+        Members sharing a key are merged first, so an antithetic population draws each vector once. The
+        sum runs key by key in key order on one thread: the result is bitwise the same whatever the
+        caller's thread count (a multi-threaded BLAS product changes its summation order with it).
+        """
+        w = self.key_weights(pop, coeffs, power).astype(np.float32)
+        total = torch.zeros(self.dim, dtype=torch.float32)
+        with fixed_threads():
+            for a in range(0, pop.num_keys, chunk):
+                b = min(a + chunk, pop.num_keys)
+                for k, eps in zip(range(a, b), self.key_views(pop.generation, range(a, b))):
+                    if w[k] != 0.0:
+                        total.add_(eps if power == 1 else eps ** power, alpha=float(w[k]))
+        return total.numpy()
 
 
 class CounterNoise(KeyedNoise):
@@ -144,6 +169,7 @@ class NoiseTable(KeyedNoise):
             self._cache.clear()
             self._cache[key] = self._build()
         self.table = self._cache[key]
+        self._device_tables: dict = {}
 
     def _build(self) -> np.ndarray:
         out = np.empty(self.size, dtype=np.float32)
@@ -160,6 +186,24 @@ class NoiseTable(KeyedNoise):
         a = self.offset(generation, key)
         return self.table[a:a + self.dim]
 
+    def device_table(self, device) -> torch.Tensor:
+        """The table as a tensor on `device` (copied there once per process)."""
+        device = torch.device(device)
+        if device not in self._device_tables:
+            self._device_tables.clear() if len(self._device_tables) > 2 else None
+            self._device_tables[device] = readonly_tensor(self.table).to(device)
+        return self._device_tables[device]
+
+    def key_views(self, generation: int, keys, device="cpu") -> list:
+        table, out = self.device_table(device), []
+        for key in keys:
+            if key < 0:
+                out.append(torch.zeros(self.dim, device=table.device))
+            else:
+                a = self.offset(generation, key)
+                out.append(table[a:a + self.dim])
+        return out
+
 
 def make_noise(kind: str, seed: int, dim: int, table_size: int = 0) -> KeyedNoise:
     return NoiseTable(seed, dim, table_size) if kind == "table" else CounterNoise(seed, dim)
@@ -173,3 +217,21 @@ def readonly_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.asarray(array))
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = 1):
+    """Run a block on `n` torch threads, then restore the caller's count.
+
+    Reductions and element-wise kernels may split work (and so order floating-point sums, or pick
+    vectorised vs scalar code for an element) by thread count; on a fixed count the result is the same
+    in every process, whatever that process's own setting.
+    """
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)

@@ -40,6 +40,8 @@ def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class SupervisedTask:
     """Members scored by a fitness function of their logits on the generation's minibatch."""
 
+    accepts_chunks = True      # member_fitness takes a MemberChunk (members.py) as well as [K, P]
+
     def __init__(self, fn, cfg, data_root: Optional[str] = None, device="cpu"):
         self.fn, self.cfg, self.device = fn, cfg, torch.device(device)
         self.data = load_dataset(cfg.data, data_root, self.device)

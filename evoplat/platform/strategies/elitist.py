@@ -11,7 +11,7 @@ import torch
 
 from evoplat.platform.population.noise import CounterNoise, Population
 from evoplat.platform.population.shaping import sanitize
-from evoplat.platform.strategies.base import StrategyState
+from evoplat.platform.strategies.base import StrategyState, thread_independent
 
 
 class ElitistES:
@@ -28,6 +28,7 @@ class ElitistES:
         return Population(center=state.center.numpy(), scale=scale, size=self.num_children + 1,
                           generation=state.generation, antithetic=False, parent_first=True)
 
+    @thread_independent
     def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population):
         f, _ = sanitize(fitness)
         best = int(np.argmax(f))  # first maximum: the parent (index 0) wins ties

@@ -6,7 +6,7 @@ import torch
 
 from evoplat.platform.population.noise import CounterNoise, Population
 from evoplat.platform.population.shaping import centered_ranks, sanitize
-from evoplat.platform.strategies.base import StrategyState
+from evoplat.platform.strategies.base import StrategyState, thread_independent
 from evoplat.platform.strategies.optim import apply_gradient
 
 
@@ -24,6 +24,7 @@ class OpenAIES:
         return Population(center=state.center.numpy(), scale=state.sigma, size=self.popsize,
                           generation=state.generation, antithetic=self.antithetic)
 
+    @thread_independent
     def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population):
         weights = self.shaping(fitness)
         # Gradient ascent on fitness = descent on -grad; the optimizer minimises.

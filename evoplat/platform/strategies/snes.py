@@ -8,7 +8,7 @@ import torch
 
 from evoplat.platform.population.noise import CounterNoise, Population
 from evoplat.platform.population.shaping import nes_utilities
-from evoplat.platform.strategies.base import StrategyState
+from evoplat.platform.strategies.base import StrategyState, thread_independent
 
 
 class SNES:
@@ -26,6 +26,7 @@ class SNES:
         return Population(center=state.center.numpy(), scale=state.sigma.numpy(), size=self.popsize,
                           generation=state.generation, antithetic=self.antithetic)
 
+    @thread_independent
     def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population):
         u = self.shaping(fitness)
         dim = state.center.numel()

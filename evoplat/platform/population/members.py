@@ -1,0 +1,81 @@
+"""A chunk of a population's members described, not materialised: center + scale * sign * direction(key).
+
+The structured forward (chain.py) reads one parameter's noise at a time through `param_noise`: for
+full-rank noise a list of per-key views (of the noise table where there is one: nothing is copied), for
+low-rank noise the factors (A, B) of each weight matrix. `materialize()` builds the [K, P] parameter
+vectors for any forward that needs them (other models, per-member inputs, the elitist's winner).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from evoplat.platform.population.noise import readonly_tensor
+
+
+class FullRankChunk:
+    """Full-rank noise of a chunk's distinct keys: one [P] tensor per key."""
+
+    kind = "full"
+
+    def __init__(self, views: list):
+        self.views = views
+
+    def param(self, offset: int, shape: tuple) -> tuple:
+        n = int(np.prod(shape))
+        return "views", [v[offset:offset + n].view(shape) for v in self.views]
+
+
+class MemberChunk:
+    def __init__(self, noise, pop, start: int, stop: int, device: torch.device):
+        self.noise, self.pop, self.start, self.stop, self.device = noise, pop, start, stop, device
+        keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
+        self.keys = sorted(set(keys))
+        index = {k: r for r, k in enumerate(self.keys)}
+        self.rows = torch.tensor([index[k] for k in keys], device=device)
+        self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
+        self.size = stop - start
+        self.center = readonly_tensor(pop.center).to(device)
+        self.scalar = bool(np.isscalar(pop.scale))
+        self.scale = float(pop.scale) if self.scalar else readonly_tensor(pop.scale).to(device)
+        # What multiplies a layer's noise term per member: sigma * sign for a scalar sigma; with a
+        # per-parameter sigma the noise itself is scaled (param_noise) and only the sign is left.
+        self.mult = self.signs * self.scale if self.scalar else self.signs
+        self.source = noise.chunk_noise(pop.generation, self.keys, device)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.keys)
+
+    def materialize(self) -> torch.Tensor:
+        """Parameter vectors [K, P] of the chunk's members."""
+        return self.noise.members(self.pop, self.start, self.stop).to(self.device)
+
+    def center_param(self, offset: int, shape: tuple) -> torch.Tensor:
+        return self.center[offset:offset + int(np.prod(shape))].view(shape)
+
+    def param_noise(self, offset: int, shape: tuple) -> tuple:
+        """Noise of one parameter for the distinct keys: ("views", [Kd tensors shaped `shape`]) or
+        ("lowrank", A [Kd, out, r], B [Kd, in, r]) with direction A_k B_k^T (1/sqrt(r) folded into A).
+
+        With a per-parameter sigma the noise comes back multiplied by it, always as views.
+        """
+        kind, *parts = self.source.param(offset, shape)
+        if self.scalar:
+            return (kind, *parts)
+        sigma = self.sigma_param(offset, shape)
+        if kind == "lowrank":
+            a, b = parts
+            parts = [list((a @ b.transpose(1, 2)).view(-1, *shape))]
+        return "views", [sigma * v for v in parts[0]]
+
+    def sigma_param(self, offset: int, shape: tuple) -> torch.Tensor:
+        return self.scale[offset:offset + int(np.prod(shape))].view(shape)
+
+    def stacked(self, offset: int, shape: tuple) -> torch.Tensor:
+        """The parameter's noise as one tensor [Kd, *shape] (materialised from factors if low rank)."""
+        kind, *parts = self.param_noise(offset, shape)
+        if kind == "views":
+            return torch.stack(parts[0])
+        a, b = parts
+        return (a @ b.transpose(1, 2)).view(-1, *shape)
