@@ -6,11 +6,12 @@ Each is a callable receiving every metrics row (a flat dict); the run loop also 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-# the metrics shown on a progress line (the first present few on the progress bar)
+# the metrics shown on a progress line
 KEY_METRICS = ("fitness_mean", "fitness_max", "train_loss", "val_acc", "test_acc", "test_return",
                "evals_per_s", "accepted_frac")
 
@@ -40,23 +41,30 @@ class ConsoleLogger:
 class ProgressBar:
     """A live tqdm bar over the method's budget (rate and ETA in its unit), key metrics as postfix."""
 
-    def __init__(self, stream=None, postfix_keys: int = 4):
+    KEYS = ("fitness_mean", "val_acc", "test_acc", "test_return", "train_loss")   # first 3 present shown
+
+    def __init__(self, stream=None, postfix_keys: int = 3):
         self.stream, self.postfix_keys = stream or sys.stdout, postfix_keys
         self.bar = None
         self.shown: dict = {}
 
     def start(self, step: int, budget: int, unit: str) -> None:
         from tqdm import tqdm
-        self.bar = tqdm(total=budget, initial=step, unit=f" {unit}", file=self.stream, dynamic_ncols=True,
-                        desc=unit)
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        # a pseudo-terminal that reports no width (some CI runners) would get a bar of width 0
+        width = {"dynamic_ncols": True} if columns > 0 else {"ncols": 120, "nrows": 20}
+        self.bar = tqdm(total=budget, initial=step, unit=f" {unit}", file=self.stream, desc=unit, **width)
 
     def __call__(self, row: dict) -> None:
         if self.bar is None:
             return
         # the values persist: evaluation metrics arrive only every few steps
-        self.shown.update(_floats(row))
+        self.shown.update(_floats(row, self.KEYS))
         step = min(int(row.get("step", self.bar.n)), self.bar.total)
-        keys = [k for k in KEY_METRICS if k in self.shown][:self.postfix_keys]
+        keys = [k for k in self.KEYS if k in self.shown][:self.postfix_keys]
         shown = {k: f"{self.shown[k]:.4g}" for k in keys}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(max(0, step - self.bar.n))
