@@ -13,8 +13,7 @@ from pydantic import Field
 import evoplat
 from evoplat.platform.backprop import evaluate_splits
 from evoplat.platform.config import StrictModel
-from evoplat.platform.data import load_dataset, minibatch_indices
-from evoplat.platform.models import build_model
+from evoplat.platform.data import minibatch_indices
 from evoplat.platform.population.forward import ParamLayout
 
 
@@ -29,14 +28,10 @@ class HillClimb(evoplat.Trainer):
     config_class = HillClimbConfig
     unit = "candidate"
     default_eval_every = 20
-
-    @classmethod
-    def budget(cls, cfg):
-        return cfg.hill_climb.steps
+    budget_option = "steps"          # hill_climb.steps counts the run's steps
 
     def setup(self):
-        self.data = load_dataset(self.cfg.data, self.data_root)
-        self.model = build_model(self.cfg.model, self.data.input_shape, self.data.num_classes)
+        self.data, self.model = self.data_and_model()
         self.layout = ParamLayout(self.model)
         self.theta, self.sigma = self.layout.flatten(self.model), self.section.sigma
 

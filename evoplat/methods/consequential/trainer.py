@@ -15,9 +15,8 @@ from torch import nn
 
 from evoplat.platform.backprop import make_torch_optimizer, train_epoch
 from evoplat.methods.consequential.optimizer import ConsequentialOptimizer
-from evoplat.platform.data import load_dataset
 from evoplat.platform.backprop import evaluate_splits
-from evoplat.platform.models import build_model, count_parameters
+from evoplat.platform.models import count_parameters
 from evoplat.platform.run.trainer import Trainer, register_method
 from evoplat.methods.consequential.config import ConsequentialConfig
 
@@ -47,14 +46,10 @@ class ConsequentialTrainer(Trainer):
     config_class = ConsequentialConfig
     unit = "epoch"
 
-    @classmethod
-    def budget(cls, cfg) -> int:
-        return cfg.consequential.epochs
 
     def setup(self) -> None:
-        cfg, ccfg = self.cfg, self.cfg.consequential
-        self.data = load_dataset(cfg.data, self.data_root)
-        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
+        ccfg = self.cfg.consequential
+        self.data, self.model = self.data_and_model()
         self.optimizer = build_optimizer(self.model, ccfg)
         steps = -(-len(self.data.x_train) // ccfg.batch_size)
         self.steps_per_epoch = min(steps, ccfg.max_steps_per_epoch) if ccfg.max_steps_per_epoch else steps

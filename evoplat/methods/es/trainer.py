@@ -22,9 +22,7 @@ class ESTrainer(Trainer):
     unit = "generation"
     default_eval_every = 10
 
-    @classmethod
-    def budget(cls, cfg) -> int:
-        return cfg.es.generations
+    budget_option = "generations"
 
     def setup(self) -> None:
         cfg = self.cfg

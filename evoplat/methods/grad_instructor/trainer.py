@@ -12,7 +12,6 @@ resumed run ends where an uninterrupted one would have.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Optional
 

@@ -17,10 +17,8 @@ import time
 import torch
 
 from evoplat.platform.backprop import evaluate_splits, make_torch_optimizer, train_epoch
-from evoplat.platform.data import load_dataset
 from evoplat.methods.hybrid.es_phase import (HybridPhaseEvaluator, PhasePopulation, PhaseStrategy, SubsetLayout,
                               apply_members, coordinate_scale, es_noise_seed, make_base, select_parameters)
-from evoplat.platform.models import build_model
 from evoplat.platform.population.noise import CounterNoise
 from evoplat.platform.strategies import STRATEGIES
 from evoplat.platform.population.generation import ESGeneration
@@ -122,14 +120,10 @@ class HybridTrainer(Trainer):
     unit = "epoch"
     default_search_space = DEFAULT_SPACE
 
-    @classmethod
-    def budget(cls, cfg) -> int:
-        return cfg.hybrid.epochs
 
     def setup(self) -> None:
         cfg, hc = self.cfg, self.cfg.hybrid
-        self.data = load_dataset(cfg.data, self.data_root)
-        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
+        self.data, self.model = self.data_and_model()
         self.optimizer = build_optimizer(hc, self.model)
         # Nothing here draws from torch's global RNG, but its state is checkpointed (for wrapped optimizers
         # or models that might): seed it so that it is a function of the run seed, not of the process.

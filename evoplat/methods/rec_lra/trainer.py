@@ -56,9 +56,6 @@ class RecLRATrainer(Trainer):
     config_class = RecLRAConfig
     unit = "epoch"
 
-    @classmethod
-    def budget(cls, cfg) -> int:
-        return cfg.rec_lra.epochs
 
     def setup(self) -> None:
         cfg = self.cfg

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 
-from evoplat.platform.data import load_dataset
-from evoplat.platform.models import build_model
 from evoplat.methods.rso.search import RSOSearch, SweepStats, train_loss_and_accuracy
 from evoplat.methods.rso.shard import MergeGuard, RSOShardHost, apply_changes, merge_stats, shard_ranges
 from evoplat.platform.run.trainer import Trainer, register_method
@@ -58,8 +56,7 @@ class RSOTrainer(Trainer):
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.data = load_dataset(cfg.data, self.data_root)
-        net = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
+        self.data, net = self.data_and_model()
         if not hasattr(net, "needed_outputs"):
             raise ValueError(f"rso needs an RSO network (model.name rso_mnist or rso_cifar10), got {cfg.model.name}")
         self.net = net

@@ -12,7 +12,6 @@ run continues bit for bit and its metrics table is cut back to the checkpoint's 
 from __future__ import annotations
 
 import math
-import time
 from typing import Optional
 
 from evoplat.platform.registry import METHODS

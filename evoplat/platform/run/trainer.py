@@ -29,6 +29,7 @@ class Trainer:
     unit: ClassVar[str] = "step"                 # what one step is called, for logs and plots
     default_eval_every: ClassVar[int] = 1        # evaluation cadence when run.eval_every is not set
     default_search_space: ClassVar[dict] = {}    # Tune's space when tune.search_space is empty
+    budget_option: ClassVar[str] = "epochs"      # the section's option that counts the run's steps
 
     def __init__(self, cfg, data_root: Optional[str] = None, run_path=None,
                  pool_opener: Optional[Callable] = None):
@@ -44,7 +45,7 @@ class Trainer:
     @classmethod
     def budget(cls, cfg) -> int:
         """Steps in a complete run, from the config alone (Tune's max_t, progress bars)."""
-        raise NotImplementedError
+        return int(getattr(cfg.method, cls.budget_option))
 
     def setup(self) -> None:
         """Build data, model, optimizer/strategy and pools. Called once, before load_state_dict."""
@@ -74,7 +75,14 @@ class Trainer:
     def save_artifacts(self) -> None:
         """Called with every checkpoint: write method artefacts (files other tools read) to run_path."""
 
-    # -- what the loop provides ---------------------------------------------------------------------
+    # -- what the platform provides -----------------------------------------------------------------
+    def data_and_model(self):
+        """The configured dataset and a freshly initialised model sized for it."""
+        from evoplat.platform.data import load_dataset
+        from evoplat.platform.models import build_model
+        data = load_dataset(self.cfg.data, self.data_root)
+        return data, build_model(self.cfg.model, data.input_shape, data.num_classes)
+
     def pool(self, factory: Callable[[], Any]):
         """A pool of workers, each hosting `factory()`; the loop shuts it down when the run ends."""
         return self._pool_opener(factory)
