@@ -1,193 +1,164 @@
-"""Grad-Instructor on MNIST: does a trained ENN beat plain backprop, L1 and He init? What does ENN
-training cost with 1 and 2 workers?
+"""Grad-Instructor on MNIST: does a trained ENN beat plain backprop, L1 and He init on the same seeds?
 
-Stages (each a separate process, so independent ones can run side by side; results go to --work as JSON):
-  rl        train the ENN by PGPE with 2 Ray workers (experiments/grad_instructor_mnist.yaml)
-  timing1   the first RL update again with 1 worker (same episodes, so also a determinism check)
-  timing2   the first RL update again with 2 workers, right after timing1 (similar machine load)
-  baselines plain / L1 / He init targets over --seeds seeds (needs nothing from rl)
-  enn       targets guided by the trained ENN over the same seeds (after rl)
-  report    write benchmarks/results/grad_instructor.md from the JSON files
-  python benchmarks/bench_grad_instructor.py --stage rl --data-root DATA_DIR
+Every run goes through `evoplat.run`, so each leaves an ordinary run directory (config.yaml,
+metrics.parquet, checkpoints, summary.json). Stages (separate processes, so independent ones can run
+side by side):
+  rl       train the ENN by RL (default experiments/grad_instructor_mnist_rl60.yaml) in --rl-dir; if that
+           directory already holds a checkpoint, the run is resumed from it
+  targets  train one target per seed and method (plain, l1, he, enn) with grad_instructor_mnist_deploy.yaml
+           in the setting of the episodes (--train-subset); the enn method uses --rl-dir's enn.pt
+  report   add the section of this benchmark to benchmarks/results/grad_instructor.md
+
+    python benchmarks/bench_grad_instructor.py --stage rl --data-root /work/shared/data
+    python benchmarks/bench_grad_instructor.py --stage targets --methods plain l1 he --data-root /work/shared/data
+    python benchmarks/bench_grad_instructor.py --stage targets --methods enn --data-root /work/shared/data
+    python benchmarks/bench_grad_instructor.py --stage report
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
+import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments" / "grad_instructor_mnist.yaml"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import header, put_section  # noqa: E402
+
+RL_CONFIG = ROOT / "experiments" / "grad_instructor_mnist_rl60.yaml"
+DEPLOY_CONFIG = ROOT / "experiments" / "grad_instructor_mnist_deploy.yaml"
+LABELS = {"plain": "plain backprop", "l1": "backprop + L1", "he": "He init", "enn": "backprop + trained ENN"}
+# Two-sided 95% Student-t quantiles by degrees of freedom (the paired-difference intervals).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def load_cfg(overrides: list[str]):
-    from evoplat.platform.config import load_config
-    return load_config(CONFIG, overrides)
+def run_rl(args) -> dict:
+    import evoplat
+    rl_dir = Path(args.rl_dir)
+    sets = [f"grad_instructor.rl_updates={args.updates}"] + args.set
+    if (rl_dir / "checkpoints").is_dir() and any((rl_dir / "checkpoints").iterdir()):
+        result = evoplat.run(resume=rl_dir, overrides=sets, data_root=args.data_root)
+    else:
+        result = evoplat.run(args.config, run_dir=rl_dir, overrides=sets, data_root=args.data_root)
+    return result.summary
 
 
-def run_rl(args, workers: int, updates: int, name: str) -> dict:
-    from evoplat.platform.config import to_yaml
-    from evoplat.platform.run.rundir import RunDirectory
-    from evoplat.methods import grad_instructor
-    from evoplat.platform.run.context import ConsoleLogger, RunContext
-    cfg = load_cfg([f"runtime.num_workers={workers}", "runtime.local_num_cpus=2",
-                    f"grad_instructor.rl_updates={updates}", f"grad_instructor.episodes_per_update={args.episodes}",
-                    "grad_instructor.final_deploy=false", f"run.checkpoint_every={max(1, updates // 3)}"])
-    run = RunDirectory.create(Path(args.work) / name, to_yaml(cfg), overwrite=True)
-    ctx = RunContext(cfg, run, args.data_root, None, [ConsoleLogger(1)])
-    t0 = time.perf_counter()
-    summary = grad_instructor.train(ctx)
-    run.flush()
-    run.write_summary(summary)
-    return {"workers": workers, "updates": updates, "wall_s": time.perf_counter() - t0, "rows": run.rows,
-            "run_dir": str(run.path)}
+def method_overrides(method: str, args) -> list[str]:
+    return {"plain": [], "l1": [f"grad_instructor.l1={args.l1}"], "he": ["grad_instructor.init=he"],
+            "enn": [f"grad_instructor.enn_checkpoint={Path(args.rl_dir) / 'enn.pt'}"]}[method]
 
 
-def train_targets(args, method: str) -> dict:
-    """One target per seed, in this process on one thread; paired seeds across methods."""
-    from evoplat.platform.data import load_dataset
-    from evoplat.methods.grad_instructor.enn import TargetTraining
-    from evoplat.methods.grad_instructor.trainer import deploy_instructor
-    over = {"plain": [], "l1": [f"grad_instructor.l1={args.l1}"], "he": ["grad_instructor.init=he"],
-            "enn": [f"grad_instructor.enn_checkpoint={Path(args.work) / 'rl' / 'enn.pt'}"]}[method]
-    cfg = load_cfg(["grad_instructor.mode=deploy", *over])
-    g = cfg.grad_instructor
-    data = load_dataset(cfg.data, args.data_root)
-    out = []
-    for seed in range(args.seeds):
-        t0 = time.perf_counter()
-        run = TargetTraining(g, cfg.model, data, seed, deploy_instructor(g, data))
-        for _ in range(g.epochs):
-            stats = run.run_epoch()
-        ev = run.evaluate()
-        out.append({"seed": seed, "train_acc": ev["train_acc"], "val_acc": ev["val_acc"], "test_acc": ev["test_acc"],
-                    "enn_grad_norm": stats.get("enn_grad_norm"), "seconds": time.perf_counter() - t0})
-        print(method, out[-1], flush=True)
-        if method == "enn" and seed == 0:
-            show_trained_target_in_artefact(Path(args.work) / "rl" / "enn.pt", run, data)
-    return {"method": method, "runs": out}
+def train_targets(args) -> None:
+    """One deploy run per (method, seed); seeds fix init and data order, identical across methods (paired)."""
+    import evoplat
+    out = Path(args.work)
+    for method in args.methods:
+        for seed in range(args.seeds):
+            sets = [f"seed={seed}", "run.torch_threads=1", *method_overrides(method, args)]
+            if args.train_subset:
+                sets.append(f"data.train_subset={args.train_subset}")
+            res = evoplat.run(DEPLOY_CONFIG, run_dir=out / f"{method}-{seed}", overrides=sets,
+                              data_root=args.data_root, overwrite=True)
+            last = res.metrics.iloc[-1]
+            rec = {"method": method, "seed": seed, "train_acc": float(last["train_acc"]),
+                   "val_acc": float(last["val_acc"]), "test_acc": float(last["test_acc"]),
+                   "enn_grad_norm": float(last.get("enn_grad_norm", float("nan"))), "overrides": sets}
+            print(json.dumps(rec), flush=True)
+            with open(out / "targets.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
 
 
-def show_trained_target_in_artefact(path: Path, run, data) -> None:
-    """Grad-CAM of an ENN is most telling on a target it trained: put that target's weight image into
-    enn.pt (the ENN weights are unchanged), so `evoplat report` draws it."""
-    from evoplat.methods.grad_instructor.enn import target_image
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        state["example_image"] = target_image(run.model, state["enn_input"], data.x_train[:state["probe_size"]])
-    state["example"] = "MNIST target trained with this ENN (seed 0)"
-    torch.save(state, path)
-
-
-def mean_std(xs):
+def mean_sd(xs) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def write_report(args) -> Path:
+def paired(a: list[float], b: list[float]) -> str:
+    """a - b per seed: mean, 95% t-interval, per-seed values (points)."""
+    d = [100 * (x - y) for x, y in zip(a, b)]
+    m, s = mean_sd(d)
+    half = T95.get(len(d) - 1, 1.96) * s / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return f"{m:+.2f} | [{m - half:+.2f}, {m + half:+.2f}] | " + ", ".join(f"{x:+.2f}" for x in d)
+
+
+def rl_table(rl_dir: Path) -> list[str]:
+    import pandas as pd
+    path = rl_dir / "metrics.parquet"
+    if not path.is_file():
+        return ["(no RL metrics yet)"]
+    df = pd.read_parquet(path)
+    df = df[df["phase"] == "rl_update"] if "phase" in df else df
+    lines = ["| update | reward mean (perturbed episodes' val acc) | reward max | reward min | centre ENN val acc | "
+             "centre ENN test acc | centre ENN grad norm | update wall s |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {int(r['update'])} | {100 * r['reward_mean']:.2f} | {100 * r['reward_max']:.2f} | "
+                     f"{100 * r['reward_min']:.2f} | {100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} | "
+                     f"{r.get('center_enn_grad_norm', float('nan')):.3f} | {r['update_seconds']:.1f} |")
+    return lines
+
+
+def report(args) -> Path:
     work = Path(args.work)
-    meta = json.loads((work / "meta.json").read_text())
-    lines = ["# Grad-Instructor on MNIST (issue 8)", "",
-             f"Date: {meta['date']}. Machine: {meta['machine']} (shared with 5 other engineers' jobs: load "
-             "average 16-25 on 2 cores during these runs, so wall times are inflated and noisy).", "",
-             "Commands (from the project root):", "```"]
-    lines += meta["commands"] + ["```", ""]
-    lines += ["Setting (the same for all four methods): MLP 784-100-10 ReLU, SGD lr 0.01, batch 64, **1 epoch** over "
-              "the 55,000 training images (5,000 held out for validation), torch threads 1; test = the full 10,000 "
-              "test set; train accuracy measured after training on all 55,000. Seeds 0..N-1 fix the init and the "
-              "data order, identical across methods (paired).", "",
-              "## Test accuracy (target: the paper's +2.8 points of ENN over plain backprop)", "",
-              "| method | test acc mean ± std | train acc | train − test gap | per-seed test acc |",
-              "|---|---|---|---|---|"]
-    res = {}
-    for m, label in (("plain", "plain backprop"), ("l1", f"backprop + L1 ({args.l1:g})"), ("he", "He init"),
-                     ("enn", "backprop + trained ENN")):
-        f = work / f"targets_{m}.json"
-        if not f.is_file():
+    recs: dict = {}
+    for line in (work / "targets.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        recs.setdefault(r["method"], {})[r["seed"]] = r          # a re-run replaces the older line
+    seeds = sorted(set.intersection(*(set(v) for v in recs.values())))
+    lines = [header("Grad-Instructor with a 60-update RL budget (issue 16)"), args.note or "",
+             f"Setting (all methods): MLP 784-100-10 ReLU, SGD lr 0.01, batch 64, 1 epoch on the first "
+             f"{args.train_subset or 'all'} training examples (the episodes' setting), validation 5,000, test = the "
+             f"full 10,000 test set. Seeds {seeds} fix init and data order, identical across methods (paired). "
+             f"L1 = {args.l1:g}. ENN: `{Path(args.rl_dir) / 'enn.pt'}`.", "",
+             "| method | test acc mean ± sd | train acc (mean) | train − test gap mean ± sd | per-seed test acc |",
+             "|---|---|---|---|---|"]
+    acc = {}
+    for m in ("plain", "l1", "he", "enn"):
+        if m not in recs:
             continue
-        runs = json.loads(f.read_text())["runs"]
-        res[m] = runs
-        te, tr = mean_std([r["test_acc"] for r in runs]), mean_std([r["train_acc"] for r in runs])
-        gap = mean_std([r["train_acc"] - r["test_acc"] for r in runs])
-        lines.append(f"| {label} | {100 * te[0]:.2f} ± {100 * te[1]:.2f} | {100 * tr[0]:.2f} | "
-                     f"{100 * gap[0]:.2f} ± {100 * gap[1]:.2f} | "
-                     + ", ".join(f"{100 * r['test_acc']:.2f}" for r in runs) + " |")
-    if "plain" in res and "enn" in res:
-        diffs = [e["test_acc"] - p["test_acc"] for e, p in zip(res["enn"], res["plain"])]
-        d = mean_std(diffs)
-        lines += ["", f"Paired difference ENN − plain: {100 * d[0]:+.2f} ± {100 * d[1]:.2f} points "
-                      f"(per seed: {', '.join(f'{100 * x:+.2f}' for x in diffs)})."]
-    lines += ["", "## ENN training (PGPE, 2 workers)", ""]
-    rl = json.loads((work / "rl.json").read_text()) if (work / "rl.json").is_file() else None
-    if rl:
-        lines += ["| update | reward mean (val acc of the perturbed episodes) | reward max | centre ENN val acc | "
-                  "centre test acc | update wall s |", "|---|---|---|---|---|---|"]
-        for r in rl["rows"]:
-            lines.append(f"| {r['update']} | {100 * r['reward_mean']:.2f} | {100 * r['reward_max']:.2f} | "
-                         f"{100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} | {r['update_seconds']:.1f} |")
-    t1, t2 = (json.loads((work / f"{n}.json").read_text()) if (work / f"{n}.json").is_file() else None
-              for n in ("timing1", "timing2"))
-    if rl and t1 and t2:
-        a, b, c = t1["rows"][0], t2["rows"][0], rl["rows"][0]
-        same = all(abs(a[k] - x[k]) < 1e-12 for x in (b, c) for k in ("reward_mean", "reward_max", "reward_min",
-                                                                       "val_acc"))
-        lines += ["", "## Cost of ENN training: wall time of one RL update "
-                      f"({a['episodes']} episodes of one MNIST epoch each)", "",
-                  "| run | workers | update wall s | episode s (mean) | run wall s (incl. Ray start, data load) |",
-                  "|---|---|---|---|---|",
-                  f"| timing1 | 1 | {a['update_seconds']:.1f} | {a['episode_seconds_mean']:.1f} | {t1['wall_s']:.0f} |",
-                  f"| timing2 (right after timing1) | 2 | {b['update_seconds']:.1f} | "
-                  f"{b['episode_seconds_mean']:.1f} | {t2['wall_s']:.0f} |",
-                  f"| rl, update 1 | 2 | {c['update_seconds']:.1f} | {c['episode_seconds_mean']:.1f} | |", "",
-                  f"Speed-up 1 -> 2 workers (timing1 vs timing2): {a['update_seconds'] / b['update_seconds']:.2f}x. "
-                  f"Update 1 gives the same rewards in all three runs: {same}. Whole ENN training "
-                  f"({rl['updates']} updates, 2 workers): {rl['wall_s'] / 60:.1f} min."]
-    out = ROOT / "benchmarks" / "results" / "grad_instructor.md"
-    extra = work / "notes.md"
-    if extra.is_file():
-        lines += ["", extra.read_text()]
-    out.write_text("\n".join(lines) + "\n")
-    return out
+        rs = [recs[m][s] for s in seeds]
+        acc[m] = [r["test_acc"] for r in rs]
+        te, tr = mean_sd(acc[m]), mean_sd([r["train_acc"] for r in rs])
+        gap = mean_sd([r["train_acc"] - r["test_acc"] for r in rs])
+        lines.append(f"| {LABELS[m]} | {100 * te[0]:.2f} ± {100 * te[1]:.2f} | {100 * tr[0]:.2f} | "
+                     f"{100 * gap[0]:+.2f} ± {100 * gap[1]:.2f} | " + ", ".join(f"{100 * a:.2f}" for a in acc[m]) + " |")
+    lines += ["", "Paired differences in test accuracy (points; 95% CI = mean ± t(0.975, n−1)·sd/√n):", "",
+              "| difference | mean | 95% CI | per seed |", "|---|---|---|---|"]
+    for a, b in (("enn", "plain"), ("enn", "l1"), ("enn", "he"), ("he", "plain"), ("l1", "plain")):
+        if a in acc and b in acc:
+            lines.append(f"| {LABELS[a]} − {LABELS[b]} | {paired(acc[a], acc[b])} |")
+    if "enn" in recs and "plain" in recs:
+        gaps = {m: [recs[m][s]["train_acc"] - recs[m][s]["test_acc"] for s in seeds] for m in ("enn", "plain")}
+        lines += ["", f"Paired difference of the train − test gap, ENN − plain: {paired(gaps['enn'], gaps['plain'])}"]
+    lines += ["", f"### ENN training ({Path(args.rl_dir)})", ""] + rl_table(Path(args.rl_dir))
+    return put_section("grad_instructor", "bench_grad_instructor", "\n".join(lines),
+                       "# Earlier run (issue 8, 15 RL updates)")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", required=True, choices=["rl", "timing1", "timing2", "baselines", "enn", "report"])
-    p.add_argument("--data-root", default="/work/shared/data")
-    p.add_argument("--work", default=str(ROOT / "runs" / "bench_grad_instructor"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", required=True, choices=["rl", "targets", "report"])
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--config", default=str(RL_CONFIG))
+    p.add_argument("--rl-dir", default=str(ROOT / "benchmarks" / "results" / "runs" / "grad_instructor_rl60"))
+    p.add_argument("--work", default=str(ROOT / "runs" / "bench_grad_instructor_rl60"))
+    p.add_argument("--updates", type=int, default=60)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--updates", type=int, default=15)
-    p.add_argument("--episodes", type=int, default=6)
+    p.add_argument("--methods", nargs="+", default=["plain", "l1", "he", "enn"])
+    p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--l1", type=float, default=1e-4)
+    p.add_argument("--set", action="append", default=[], help="extra override of the RL run, KEY=VALUE")
+    p.add_argument("--note", default="", help="report: a paragraph placed under the section header")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    meta_f = work / "meta.json"
-    meta = json.loads(meta_f.read_text()) if meta_f.is_file() else {"commands": []}
-    meta.update(date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                machine=f"{platform.node()}, {platform.processor() or platform.machine()}, 2 CPU cores, "
-                        f"torch {torch.__version__}")
-    cmd = "python benchmarks/bench_grad_instructor.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    if cmd not in meta["commands"]:
-        meta["commands"].append(cmd)
-    meta_f.write_text(json.dumps(meta, indent=1))
+    Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.stage == "rl":
-        (work / "rl.json").write_text(json.dumps(run_rl(args, 2, args.updates, "rl")))
-    elif args.stage in ("timing1", "timing2"):   # update 1 again, with 1 (or 2) workers, back to back
-        workers = int(args.stage[-1])
-        (work / f"{args.stage}.json").write_text(json.dumps(run_rl(args, workers, 1, args.stage)))
-    elif args.stage in ("baselines", "enn"):
-        for m in (("plain", "l1", "he") if args.stage == "baselines" else ("enn",)):
-            (work / f"targets_{m}.json").write_text(json.dumps(train_targets(args, m)))
+        print(json.dumps(run_rl(args), default=str))
+    elif args.stage == "targets":
+        train_targets(args)
     else:
-        print(write_report(args))
+        print(report(args).read_text())
     return 0
 
 
