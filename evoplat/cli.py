@@ -100,10 +100,12 @@ def main(argv=None) -> int:
     from evoplat.platform.data import DataError
     from evoplat.platform.registry import RegistryError
     from evoplat.platform.run.rundir import CheckpointError, RunDirError
+    from evoplat.platform.runtime.cluster import ClusterError
     try:
         return handlers[args.command](args)
-    except (ConfigError, UsageError, DataError, RunDirError, CheckpointError, RegistryError) as err:
-        print(f"evoplat: {err}", file=sys.stderr)
+    except (ConfigError, UsageError, DataError, RunDirError, CheckpointError, RegistryError, ClusterError) as err:
+        # one line, whatever the message holds (a path or a library's error text may span lines)
+        print("evoplat: " + " ".join(s.strip() for s in str(err).splitlines() if s.strip()), file=sys.stderr)
         return 2
 
 

@@ -59,9 +59,17 @@ class HostActor:
         for path in import_paths:
             if os.path.isdir(path) and path not in sys.path:
                 sys.path.insert(0, path)
-        self.obj = factory()
+        # A factory that raises (bad input: a corrupt dataset file) is reported by `ready()` as its own
+        # exception: raised here, Ray would only say that the actor died, and the pool would retry it.
+        self.obj, self.error = None, None
+        try:
+            self.obj = factory()
+        except Exception as err:
+            self.error = err
 
     def ready(self) -> str:
+        if self.error is not None:
+            raise self.error
         return ray.get_runtime_context().get_node_id()
 
     def call(self, method: str, *args, **kwargs):
@@ -158,6 +166,9 @@ class WorkerPool:
             self._event("start_failed", a, -1)
             self._replace(a)
             return False
+        except rex.RayTaskError as err:
+            # the hosted object could not be built: the same input fails on every worker, so no retry
+            raise err.cause from err
 
     def wait_ready(self, timeout: Optional[float] = None) -> list[str]:
         """Block until every actor has built its replica (replacing any that die meanwhile); returns
@@ -290,8 +301,9 @@ def make_pool(factory: Callable[[], Any], runtime_cfg, placement_group=None):
     """The pool a `RuntimeConfig` asks for (connecting to Ray first when needed)."""
     if runtime_cfg.backend == "local":
         return LocalPool(factory)
-    from evoplat.platform.runtime.cluster import connect
+    from evoplat.platform.runtime.cluster import check_resources, connect
     connect(runtime_cfg.address, runtime_cfg.local_num_cpus)
+    check_resources(runtime_cfg.cpus_per_worker, runtime_cfg.gpus_per_worker)
     return WorkerPool(factory, runtime_cfg.num_workers, runtime_cfg.cpus_per_worker,
                       runtime_cfg.gpus_per_worker, runtime_cfg.task_timeout_s, runtime_cfg.max_task_retries,
                       runtime_cfg.spread_nodes, placement_group)
