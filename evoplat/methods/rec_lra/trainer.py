@@ -15,7 +15,7 @@ import functools
 from typing import Any
 
 from evoplat.platform.data import load_dataset
-from evoplat.methods.rec_lra.rule import RecLRALearner, RecLRAMemberHost
+from evoplat.methods.rec_lra.learner import RecLRALearner, RecLRAMemberHost
 from evoplat.methods.rec_lra.config import RecLRAConfig
 from evoplat.platform.config import set_dotted
 from evoplat.platform.run.trainer import Trainer, register_method
