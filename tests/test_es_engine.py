@@ -11,9 +11,9 @@ import yaml
 
 from conftest import synthetic_config
 from evoplat.cli import main
-from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.population.evaluator import ESEvaluator, make_es_noise
 from evoplat.platform.models import build_model
-from evoplat.platform.population.noise import CounterNoise, make_noise
+from evoplat.platform.population.noise import CounterNoise
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.run.rundir import load_checkpoint
 from evoplat.platform.strategies import build_strategy
@@ -28,7 +28,7 @@ def _fitness_history(cfg, workers: int, generations: int = 3):
     state = strategy.init(layout.flatten(model))
     pool = WorkerPool(functools.partial(ESEvaluator, cfg), workers, cpus_per_worker=1)
     try:
-        noise = make_noise(cfg.es.noise, cfg.seed, layout.size, cfg.es.noise_table_size)
+        noise = make_es_noise(cfg, layout)
         loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
         history = []
         for _ in range(generations):
@@ -44,9 +44,10 @@ def test_member_ranges_are_chunk_aligned():
     assert member_ranges(20, 8, chunks_per_item=2) == [(0, 16), (16, 20)]
 
 
-@pytest.mark.parametrize("noise", ["counter", "table"])
-def test_bitwise_identical_for_1_2_3_workers(ray_local, noise):
-    cfg = synthetic_config(es={"noise": noise})
+@pytest.mark.parametrize("noise,perturbation", [("counter", "full"), ("table", "full"), ("table", "lowrank"),
+                                                ("counter", "lowrank")])
+def test_bitwise_identical_for_1_2_3_workers(ray_local, noise, perturbation):
+    cfg = synthetic_config(es={"noise": noise, "perturbation": perturbation, "rank": 2})
     f1, w1 = _fitness_history(cfg, 1)
     for workers in (2, 3):
         f, w = _fitness_history(cfg, workers)

@@ -6,6 +6,7 @@ and the chunk size, never on which worker computes it.
 """
 from __future__ import annotations
 
+import resource
 import time
 from typing import Optional
 
@@ -48,7 +49,8 @@ class ESEvaluator:
             out.append(self.task.member_fitness(self.forward, members, pop.generation).cpu())
             a = b
         fitness = torch.cat(out).numpy().astype(np.float32)
-        return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0}
+        return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def make_es_noise(cfg, layout):

@@ -18,6 +18,14 @@ def member_ranges(popsize: int, chunk_size: int, chunks_per_item: int = 1) -> li
     return [(a, min(a + step, popsize)) for a in range(0, popsize, step)]
 
 
+def balanced_ranges(popsize: int, chunk_size: int, workers: int, items_per_worker: int = 2) -> list[tuple[int, int]]:
+    """Chunk-aligned work items, about `items_per_worker` per worker: few items (each costs a round trip)
+    but enough that a slow worker does not hold up the generation. Boundaries stay multiples of the
+    chunk size, so results are the same for every worker count."""
+    chunks = -(-popsize // chunk_size)
+    return member_ranges(popsize, chunk_size, max(1, -(-chunks // max(1, workers * items_per_worker))))
+
+
 class ESGeneration:
     def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate"):
         self.pool, self.strategy, self.noise = pool, strategy, noise
@@ -26,7 +34,8 @@ class ESGeneration:
     def step(self, state):
         pop = self.strategy.ask(state)
         t0 = time.perf_counter()
-        parts = self.pool.run(self.method, member_ranges(pop.size, self.chunk_size), shared=(pop,))
+        items = balanced_ranges(pop.size, self.chunk_size, getattr(self.pool, "num_workers", 1))
+        parts = self.pool.run(self.method, items, shared=(pop,))
         t_eval = time.perf_counter() - t0
         fitness = np.concatenate([p["fitness"] for p in parts])
         clean, nonfinite = sanitize(fitness)
@@ -38,6 +47,7 @@ class ESGeneration:
             nonfinite=nonfinite, evals_per_s=len(fitness) / t_eval, eval_s=t_eval,
             tell_s=time.perf_counter() - t1, worker_noise_s=float(sum(p["noise_s"] for p in parts)),
             bytes_broadcast=pop.nbytes, popsize=pop.size,
+            worker_peak_rss_mb=max(float(p.get("peak_rss_mb", 0.0)) for p in parts),
             sigma=float(np.mean(pop.scale)) if not np.isscalar(pop.scale) else float(pop.scale),
         )
         return state, info, fitness

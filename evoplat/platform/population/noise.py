@@ -62,6 +62,18 @@ def _philox(seed: int, generation: int, key: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=k))
 
 
+def _mix64(seed: int, generation: int, keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of (seed, generation, key) for an array of keys (splitmix64 finaliser rounds)."""
+    with np.errstate(over="ignore"):
+        h = keys * np.uint64(0x9E3779B97F4A7C15) + np.uint64(((seed & _MASK32) << 32 | (generation & _MASK32))
+                                                              * 0xBF58476D1CE4E5B9 & ((1 << 64) - 1))
+        for _ in range(2):
+            h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+    return h
+
+
 class KeyedNoise:
     """Gaussian vectors of dimension `dim` keyed by (seed, generation, key); subclasses give `vector`."""
 
@@ -179,8 +191,27 @@ class NoiseTable(KeyedNoise):
             out[a:a + n] = _philox(self.seed, _MASK32, i).standard_normal(n, dtype=np.float32)
         return out
 
+    def offsets(self, generation: int, keys) -> np.ndarray:
+        """Table offsets of `keys` (int64), a hash of (seed, generation, key): vectorised, no generator
+        per key (at popsize 65,536 one Philox generator per key would cost the driver ~0.5 s)."""
+        return (_mix64(self.seed, generation, np.asarray(keys, dtype=np.uint64))
+                % np.uint64(self.size - self.dim + 1)).astype(np.int64)
+
     def offset(self, generation: int, key: int) -> int:
-        return int(_philox(self.seed, generation, key).integers(0, self.size - self.dim + 1))
+        return int(self.offsets(generation, [key])[0])
+
+    def block(self, generation: int, keys, out: Optional[np.ndarray] = None) -> np.ndarray:
+        keys = np.asarray(list(keys), dtype=np.int64)
+        if out is None:
+            out = np.empty((len(keys), self.dim), dtype=np.float32)
+        offs = self.offsets(generation, np.maximum(keys, 0))
+        if self.dim <= 4096:                      # short vectors: one gather for all keys
+            out[...] = self.table[offs[:, None] + np.arange(self.dim)]
+        else:
+            for row, a in enumerate(offs):
+                out[row] = self.table[a:a + self.dim]
+        out[keys < 0] = 0.0
+        return out
 
     def vector(self, generation: int, key: int) -> np.ndarray:
         a = self.offset(generation, key)
@@ -195,14 +226,10 @@ class NoiseTable(KeyedNoise):
         return self._device_tables[device]
 
     def key_views(self, generation: int, keys, device="cpu") -> list:
-        table, out = self.device_table(device), []
-        for key in keys:
-            if key < 0:
-                out.append(torch.zeros(self.dim, device=table.device))
-            else:
-                a = self.offset(generation, key)
-                out.append(table[a:a + self.dim])
-        return out
+        table, keys = self.device_table(device), list(keys)
+        offs = self.offsets(generation, [max(k, 0) for k in keys])
+        return [torch.zeros(self.dim, device=table.device) if k < 0 else table[a:a + self.dim]
+                for k, a in zip(keys, offs)]
 
 
 def make_noise(kind: str, seed: int, dim: int, table_size: int = 0) -> KeyedNoise:

@@ -1,0 +1,110 @@
+"""Low-rank perturbations and the structured (shared-base) forward, pure torch (no Ray)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evoplat.platform.population.forward import ParamLayout, PopulationForward
+from evoplat.platform.population.lowrank import LowRankNoise, make_perturbation
+from evoplat.platform.population.noise import Population
+from evoplat.platform.strategies import OpenAIES, SNES
+from evoplat.platform.strategies.optim import make_optimizer
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2), nn.Tanh(),
+                         nn.Flatten(), nn.Linear(24, 3))
+
+
+def test_lowrank_directions_have_rank_r_and_unit_variance():
+    layout = ParamLayout(nn.Sequential(nn.Linear(300, 200), nn.Conv2d(3, 8, 3)))
+    noise = make_perturbation("lowrank", "counter", layout, rank=3, seed=1)
+    assert isinstance(noise, LowRankNoise)
+    d = noise.directions(0, [4, 5])
+    views = layout.unflatten(d[0])
+    assert torch.linalg.matrix_rank(views["0.weight"]) == 3
+    assert torch.linalg.matrix_rank(views["1.weight"].reshape(8, 27)) == 3
+    assert views["0.bias"].shape == (200,) and torch.linalg.matrix_rank(d[:, :60000].T) == 2  # keys differ
+    assert abs(float(views["0.weight"].std()) - 1.0) < 0.1
+    assert torch.equal(d[1], noise.directions(0, [5])[0])                    # a pure function of the key
+    assert not torch.equal(d[0], noise.directions(1, [4])[0])                # ...and of the generation
+
+
+def test_lowrank_noise_is_identical_in_another_process():
+    layout = ParamLayout(_mlp())
+    here = make_perturbation("lowrank", "table", layout, rank=2, seed=7).vector(3, 11)
+    code = ("import sys, torch; from torch import nn; from evoplat.platform.population.forward import ParamLayout;"
+            "from evoplat.platform.population.lowrank import make_perturbation; torch.manual_seed(0);"
+            "m = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5));"
+            "sys.stdout.buffer.write(make_perturbation('lowrank', 'table', ParamLayout(m), 2, seed=7)"
+            ".vector(3, 11).tobytes())")
+    there = np.frombuffer(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout,
+                          dtype=np.float32)
+    assert np.array_equal(here, there)
+
+
+@pytest.mark.parametrize("make,shape", [(_mlp, (7, 20)), (_cnn, (5, 3, 6, 6))])
+@pytest.mark.parametrize("kind", ["full", "lowrank"])
+@pytest.mark.parametrize("source", ["counter", "table"])
+@pytest.mark.parametrize("vector_sigma", [False, True])
+def test_structured_forward_equals_materialised_members(make, shape, kind, source, vector_sigma):
+    model = make()
+    forward = PopulationForward(model, chunk_size=8)
+    layout = forward.layout
+    noise = make_perturbation(kind, source, layout, rank=2, table_size=5000 if source == "table" else 0, seed=3)
+    scale = np.random.default_rng(0).uniform(0.05, 0.2, layout.size).astype(np.float32) if vector_sigma else 0.1
+    pop = Population(center=layout.flatten(model).numpy(), scale=scale, size=10, generation=2)
+    x = torch.randn(*shape)
+    chunk = noise.chunk(pop, 1, 9)                         # an odd start: a member without its pair
+    structured = forward.logits(chunk, x)
+    assert forward.chain is not None                       # the chain path really ran
+    torch.testing.assert_close(structured, forward.logits(chunk.materialize(), x), rtol=1e-4, atol=1e-5)
+
+
+def test_unsupported_models_fall_back_to_materialised_members():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    forward = PopulationForward(model, chunk_size=4)
+    noise = make_perturbation("lowrank", "counter", forward.layout, rank=1, seed=0)
+    pop = Population(center=forward.layout.flatten(model).numpy(), scale=0.1, size=4, generation=0)
+    x = torch.randn(5, 6)
+    chunk = noise.chunk(pop, 0, 4)
+    assert forward.chain is None
+    assert torch.equal(forward.logits(chunk, x), forward.logits(chunk.materialize(), x))
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_lowrank_combine_equals_explicit_sum(power):
+    layout = ParamLayout(_cnn())
+    noise = make_perturbation("lowrank", "counter", layout, rank=3, seed=4)
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=1.0, size=10, generation=1)
+    coeffs = np.linspace(-1, 1, 10)
+    members = noise.members(pop, 0, 10)
+    explicit = (torch.tensor(coeffs, dtype=torch.float32).unsqueeze(1) * members ** power).sum(0)
+    np.testing.assert_allclose(noise.combine(pop, coeffs, power=power), explicit.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: OpenAIES(32, 0.1, make_optimizer("adam", 0.05)),
+                                  lambda: SNES(32, 0.3, lr_center=1.0)])
+def test_strategies_optimise_with_lowrank_noise(make):
+    """-||W - 1||^2 over a 10x10 matrix and a bias: rank-1 noise still finds the optimum."""
+    layout = ParamLayout(nn.Linear(10, 10))
+    noise = make_perturbation("lowrank", "counter", layout, rank=1, seed=0)
+    strategy = make()
+    state = strategy.init(torch.zeros(layout.size))
+    for _ in range(200):
+        pop = strategy.ask(state)
+        fitness = -((noise.members(pop, 0, pop.size) - 1.0) ** 2).sum(1).numpy()
+        state, _ = strategy.tell(state, fitness, noise, pop)
+    assert float((state.center - 1).norm()) < 0.5 * float(torch.ones(layout.size).norm())
