@@ -26,10 +26,15 @@ algorithm: es
 name: job_test
 seed: 5
 data: {source: synthetic, val_size: 64, synthetic_train: 512, synthetic_test: 128}
-model: {name: mlp, hidden: [16]}
+model: {target: "usernets:net", kwargs: {width: 12}}
 runtime: {num_workers: 2, chunk_size: 8, cpus_per_worker: 1}
 run: {eval_every: 2, checkpoint_every: 2, log_every: 1}
 es: {popsize: 24, generations: 4, sigma: 0.05, lr: 0.05, batch_size: 128}
+"""
+USER_MODULE = """\
+from torch import nn
+def net(input_shape, num_outputs, width=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_outputs))
 """
 STATUS_SNIPPET = """
 import os, sys
@@ -66,6 +71,7 @@ def test_ray_job_submit_runs_experiment_on_cluster(local_cluster, tmp_path):
     workdir = tmp_path / "project"
     workdir.mkdir()
     (workdir / "job.yaml").write_text(JOB_CONFIG)
+    (workdir / "usernets.py").write_text(USER_MODULE)   # the user's model, shipped with --working-dir
     run_dir = tmp_path / "run"
     job_id = f"evoplat-test-{os.getpid()}"
     sub = _ray(local_cluster, "job", "submit", "--submission-id", job_id, "--working-dir", str(workdir),
@@ -81,6 +87,8 @@ def test_ray_job_submit_runs_experiment_on_cluster(local_cluster, tmp_path):
     assert all(r["popsize"] == 24 and r["nonfinite"] == 0 for r in rows)
     assert rows[-1]["test_acc"] is not None and 0.0 <= rows[-1]["test_acc"] <= 1.0
     assert (run_dir / "summary.json").is_file() and (run_dir / "checkpoints").is_dir()
+    import json
+    assert json.loads((run_dir / "summary.json").read_text())["num_params"] == 64 * 12 + 12 + 12 * 4 + 4
     logs = _ray(local_cluster, "job", "logs", job_id).stdout
     assert "final test accuracy" in logs
 
