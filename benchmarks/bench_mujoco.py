@@ -1,0 +1,54 @@
+"""OpenAI-ES on a MuJoCo task through the gym fitness (the stretch goal beside CartPole): the return
+curve over generations, written as a table and a PNG. Resumable: the run directory is kept.
+
+    python benchmarks/bench_mujoco.py [--run-dir benchmarks/results/runs/es_hopper] [--resume] [--set k=v ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, header, write  # noqa: E402
+
+import evoplat  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "es_hopper.yaml"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run-dir", default=str(RESULTS / "runs" / "es_hopper"))
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    if args.resume:
+        res = evoplat.run(resume=args.run_dir, overrides=args.overrides)
+    else:
+        res = evoplat.run(CONFIG, run_dir=args.run_dir, overrides=args.overrides, overwrite=True)
+    m = res.metrics
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(m["generation"], m["fitness_mean"], label="population mean return (1 episode each)")
+    ax.plot(m["generation"], m["fitness_max"], label="population best", alpha=0.5)
+    ev = m.dropna(subset=["test_return"])
+    ax.plot(ev["generation"], ev["test_return"], "o-", label="center, mean of 5 evaluation episodes")
+    ax.set_xlabel("generation"), ax.set_ylabel("return"), ax.legend(fontsize=7)
+    ax.set_title(f"OpenAI-ES on {res.config.fitness.kwargs['env']}")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "es_hopper.png", dpi=110)
+    lines = [header(f"OpenAI-ES on {res.config.fitness.kwargs['env']} (MuJoCo) through the gym fitness"),
+             "- config: `experiments/es_hopper.yaml` (tanh MLP 11-32-3, popsize 48, sigma 0.05, Adam lr 0.02)",
+             f"- generations run: {res.summary['steps']} of {res.summary['budget']} ({res.summary['stopped']}); "
+             f"wall time {m['wall_time'].iloc[-1]:.0f} s (background run, often paused: not a speed figure)",
+             "- curve: `benchmarks/results/es_hopper.png`", "",
+             "| generation | population mean return | center's evaluation return (5 episodes) |", "|---:|---:|---:|"]
+    lines += [f"| {int(r.generation)} | {r.fitness_mean:.1f} | {r.test_return:.1f} |" for r in ev.itertuples()]
+    write("es_hopper", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
