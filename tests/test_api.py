@@ -157,3 +157,11 @@ def test_tune_length_is_the_methods_budget():
     rso = load_config({"algorithm": "rso", "model": {"name": "rso_mnist"}, "rso": {"cycles": 3}})
     assert run_length(rso) == 3 * 7          # FC + 6 blocks per cycle
     assert run_length(load_config(es_raw())) == 6
+
+
+def test_resuming_a_complete_run_changes_nothing(tmp_path):
+    done = evoplat.run(es_raw(generations=2), run_dir=tmp_path / "d")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir() if p.is_file() and p.suffix == ".parquet"}
+    again = evoplat.run(resume=tmp_path / "d")
+    assert again.summary["test_acc"] == done.summary["test_acc"] and again.summary["steps"] == 2
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir() if p.suffix == ".parquet"}

@@ -90,7 +90,7 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
             best = BestSoFar(ctx.resume_state.get("best") or _legacy_best(ctx.resume_state))
         for logger in ctx.loggers:
             getattr(logger, "start", lambda *a: None)(trainer.steps_done, budget, trainer_cls.unit)
-        last: dict = {}
+        last: dict = dict(ctx.run.rows[-1]) if ctx.run.rows else {}   # a resumed complete run keeps its numbers
         reason = stop_reason(cfg, trainer.steps_done, budget, 0.0, {})   # every invocation makes a step
         while reason is None:
             step = trainer.steps_done + 1
