@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 
 import pytest
 import ray
 
 from conftest import synthetic_config
 from evoplat.platform.runtime.pool import WorkerPool
-from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, same_tensor, wait_for_victim
+from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, run_with_fault, same_tensor
 
 pytestmark = pytest.mark.slow
 WORKER_NODES = 3
@@ -86,26 +85,13 @@ def test_node_removed_mid_generation_gives_same_weights(cluster):
         ref_center, ref_fitness = run_generations(cfg, pool, GENERATIONS)
 
         ray.get(gate.arm.remote(1, 8, "block"))
-        removed, errors = [], []
+        removed = []
 
-        def remove_victims_node():
-            try:
-                _, node_id = wait_for_victim(gate)
-                node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
-                cluster.remove_node(node)
-                removed.append(node_id)
-            except Exception as err:
-                errors.append(err)
-            finally:
-                gate.open.remote()
+        def remove_victims_node(_actor_id, node_id):
+            cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == node_id))
+            removed.append(node_id)
 
-        thread = threading.Thread(target=remove_victims_node, daemon=True)
-        thread.start()
-        try:
-            center, fitness = run_generations(cfg, pool, GENERATIONS)
-        finally:
-            thread.join()
-        assert not errors, errors
+        center, fitness = run_with_fault(cfg, pool, gate, remove_victims_node, GENERATIONS)
         assert len(removed) == 1 and removed[0] not in pool.stats.item_nodes
         assert pool.stats.lost >= 1 and pool.stats.retries >= 1
         assert all((a == b).all() for a, b in zip(fitness, ref_fitness))

@@ -6,15 +6,13 @@ Ray: the undisturbed reference run goes through the same pool with the gate disa
 """
 from __future__ import annotations
 
-import threading
-
 import pytest
 import ray
 
 from conftest import synthetic_config
 from evoplat.platform.runtime.pool import WorkerPool
-from test_faults_support import (GUARD_S, Gate, actor_with_id, gated_factory, run_generations, same_tensor,
-                                 wait_for_victim)
+from test_faults_support import (GUARD_S, Gate, actor_with_id, gated_factory, run_generations, run_with_fault,
+                                 same_tensor)
 
 GENERATIONS = 4
 HANG_TIMEOUT_S = 20.0   # the pool's task timeout; a normal item takes milliseconds
@@ -45,25 +43,10 @@ def _disturbed_run(gated, generation, start, mode, fault):
     cfg, gate, pool, _, _ = gated
     before = dict(vars(pool.stats))
     ray.get(gate.arm.remote(generation, start, mode))
-    errors = []
-
-    def inject():
-        try:
-            actor_id, _ = wait_for_victim(gate)
-            fault(actor_id)
-        except Exception as err:   # surfaced by the test below
-            errors.append(err)
-        finally:
-            gate.open.remote()
-
-    thread = threading.Thread(target=inject, daemon=True)
-    thread.start()
     try:
-        center, fitness = run_generations(cfg, pool, GENERATIONS)
+        center, fitness = run_with_fault(cfg, pool, gate, lambda actor_id, _node: fault(actor_id), GENERATIONS)
     finally:
-        thread.join()
         ray.get(gate.disarm.remote())
-    assert not errors, errors
     delta = {k: getattr(pool.stats, k) - before[k] for k in ("retries", "timeouts", "replaced", "lost")}
     return center, fitness, delta
 

@@ -116,3 +116,27 @@ def actor_with_id(pool, actor_id: str):
 
 def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+def run_with_fault(cfg, pool, gate, fault, generations: int):
+    """Run `generations` while `fault(actor_id, node_id)` runs on a thread as soon as a worker holds the
+    armed item; the gate opens after the fault. Returns (center, fitness) like run_generations."""
+    import threading
+    errors = []
+
+    def inject():
+        try:
+            fault(*wait_for_victim(gate))
+        except Exception as err:   # surfaced below, in the test's thread
+            errors.append(err)
+        finally:
+            gate.open.remote()
+
+    thread = threading.Thread(target=inject, daemon=True)
+    thread.start()
+    try:
+        result = run_generations(cfg, pool, generations)
+    finally:
+        thread.join()
+    assert not errors, errors
+    return result
