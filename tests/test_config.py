@@ -57,6 +57,8 @@ def test_every_option_is_documented():
 
 def test_cli_bad_input_stops_before_any_work(tmp_path, capsys):
     import ray
+    if ray.is_initialized():      # the session's instance (ray_local starts it again when asked)
+        ray.shutdown()
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("es:\n  popsize: 1\n")
     run_dir = tmp_path / "run"
