@@ -24,6 +24,7 @@ from evoplat.platform.registry import METHODS
 from evoplat.platform.run.context import RunContext
 from evoplat.platform.run.loop import run_loop
 from evoplat.platform.run.rundir import RunDirectory, RunDirError
+from evoplat.platform.runtime.cluster import check_address
 
 
 class ResumeError(RunDirError):
@@ -73,12 +74,14 @@ def prepare(config: Any = None, run_dir=None, resume=None, overrides: Sequence |
         if state.get("algorithm") != cfg.algorithm:
             raise ResumeError(f"resume error: checkpoint in {run.path} is for '{state.get('algorithm')}', "
                               f"config says '{cfg.algorithm}'")
+        check_address(cfg.runtime)
         check_available(cfg.data, data_root, fallback=False)   # the checkpoint was trained on this data
         run.truncate("step", int(state["step"]))
         return PreparedRun(cfg, run, state, created=False)
     if config is None:
         raise UsageError("usage error: give a config (a YAML path, a mapping or an ExperimentConfig) or resume=")
     cfg = load_config(config, overrides)
+    check_address(cfg.runtime)
     check_available(cfg.data, data_root)
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg.name or cfg.algorithm)
     RunDirectory.check_new(path, overwrite)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from evoplat.platform.runtime import cluster
 from test_data import idx_bytes, write_mnist
 
 BASE = {"algorithm": "es", "seed": 1, "name": "bad",
@@ -173,7 +176,40 @@ CASES = {
                                        f"runtime.address=127.0.0.1:{closed_port()}"], "no Ray cluster at"),
     "address_malformed": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
                                          "runtime.address=cluster-without-port"], "is not host:port"),
+    "address_dashboard_url": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
+                                             "runtime.address=http://127.0.0.1:8265"], "is a dashboard URL"),
+    "address_not_ray": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
+                                       f"runtime.address=127.0.0.1:{_http_server()}"], "no gRPC answer"),
+    "address_on_resume": (lambda ws, d: ["--resume", _copy_run(ws, d, lambda r: None), "--set",
+                                         "runtime.backend=ray", "--set",
+                                         f"runtime.address=127.0.0.1:{closed_port()}"], "no Ray cluster at"),
+    "address_silent": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
+                                      f"runtime.address=127.0.0.1:{_silent_port()}"], "no gRPC answer"),
 }
+
+_KEEP: list = []        # servers of the address cases, alive until the module is done
+
+
+def _http_server() -> int:
+    """Something that answers on the port, but not as Ray (a dashboard, another service)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _KEEP.append(srv)
+    return srv.server_address[1]
+
+
+def _silent_port() -> int:
+    """A port that accepts connections and never says a word."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    _KEEP.append(s)
+    return s.getsockname()[1]
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 def _cifar_junk(d: Path) -> str:
@@ -204,8 +240,10 @@ def check_outcome(ws: Path, before: dict, code: int, err: str, expect: str, extr
 def test_bad_input_is_one_line(name, ws, tmp_path, monkeypatch, capsys):
     from evoplat.cli import main
     build, expect = CASES[name]
-    if name.startswith("address") and "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        sys.modules["ray"].shutdown()          # connect() reuses a live instance and would never see the address
+    if name.startswith("address"):
+        monkeypatch.setattr(cluster, "PROBE_TIMEOUT_S", 1.0)
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()      # a live instance is reused whatever the address says
     monkeypatch.chdir(ws)                      # default run directories would go to ws/runs
     argv = ["run", *build(ws, tmp_path), "--quiet"]
     extra = tmp_path / "run" if (tmp_path / "run").is_dir() else None
@@ -292,3 +330,8 @@ def test_noise_table_smaller_than_the_model(ws, monkeypatch, capsys):
     before = {"existing": tree_hash(ws / "runs" / "existing")}
     code = main(["run", str(ws / "base.yaml"), "--set", "es.noise=table", "--set", "es.noise_table_size=10"])
     check_outcome(ws, before, code, capsys.readouterr().err, "es.noise_table_size")
+
+
+def test_the_address_probe_accepts_a_real_cluster(ray_local):
+    """The probe must never turn away a live GCS (which refuses the probe's missing auth token, or answers)."""
+    cluster.probe_address(ray_local.get_runtime_context().gcs_address, "test")

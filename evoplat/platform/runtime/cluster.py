@@ -1,8 +1,9 @@
 """Where Ray connects: an explicit address, else $RAY_ADDRESS (a cluster / `ray job submit`), else a
 local instance started in-process. The config and code are the same in all three cases.
 
-An address is probed with a plain TCP connect (a few seconds) before `ray.init`: Ray itself would
-retry an address where nothing listens for a minute or more, printing its own log lines meanwhile.
+An address is probed before `ray.init`, with a plain TCP connect and then one gRPC call to the GCS
+(a few seconds each): Ray itself would retry an address where nothing listens, or where some other
+server answers, for half a minute or more, printing a log line a second meanwhile.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def _host_port(address: str) -> Optional[tuple[str, int]]:
     """(host, port) of 'host:port' or 'ray://host:port'; None for the names Ray resolves itself."""
     if address in ("auto", "local"):
         return None
+    if address.startswith(("http://", "https://")):
+        raise ClusterError(f"cluster error: Ray address '{address}' is a dashboard URL (what `ray job submit` "
+                           f"takes); a driver joins the GCS at host:port (port 6379 by default) or "
+                           f"ray://host:10001")
     rest = address.removeprefix("ray://")
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -29,18 +34,56 @@ def _host_port(address: str) -> Optional[tuple[str, int]]:
     return host.strip("[]"), int(port)
 
 
-def probe_address(address: str, source: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise ClusterError unless something accepts TCP connections at `address` within `timeout`."""
+def probe_address(address: str, source: str, timeout: Optional[float] = None) -> None:
+    """Raise ClusterError unless a Ray cluster answers at `address` within `timeout` (PROBE_TIMEOUT_S)."""
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     target = _host_port(address)
     if target is None:
         return
     try:
         socket.create_connection(target, timeout=timeout).close()
+        why = None if address.startswith("ray://") else _gcs_answer(f"{target[0]}:{target[1]}", timeout)
     except OSError as err:
         why = f"no answer within {timeout:.0f}s" if isinstance(err, socket.timeout) else \
             (err.strerror or type(err).__name__)
+    if why:
         raise ClusterError(f"cluster error: no Ray cluster at {address} (from {source}): {why}; start one "
-                           f"(`ray start --head`) or unset it to run locally") from None
+                           f"(`ray start --head`) or unset it to run locally")
+
+
+def _gcs_answer(address: str, timeout: float) -> Optional[str]:
+    """None if the server at `address` answers like a Ray GCS (a reply, or a refusal of our missing auth
+    token), else what it did instead. Skipped (None) where the probe cannot speak the cluster's protocol."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:     # another Ray layout: the TCP probe has to do
+        return None
+    with grpc.insecure_channel(address) as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+            return None
+        except grpc.RpcError as err:
+            code = err.code()
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return "a server answers there, but it is not a Ray cluster's GCS port"
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"no gRPC answer within {timeout:.0f}s"
+    return None
+
+
+def check_address(runtime_cfg) -> None:
+    """Before a run starts: raise ClusterError unless the cluster `connect` would join answers."""
+    import sys
+    ray = sys.modules.get("ray")
+    if runtime_cfg.backend != "ray" or (ray is not None and ray.is_initialized()):
+        return      # no Ray, or a connection that connect() reuses whatever the address says
+    address = runtime_cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        probe_address(address, "runtime.address" if runtime_cfg.address else "$RAY_ADDRESS")
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
