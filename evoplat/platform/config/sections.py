@@ -48,8 +48,9 @@ class ComponentConfig(StrictModel):
 class DataConfig(ComponentConfig):
     source: str = Field(
         "synthetic", description="Registered dataset: mnist, cifar10 (torchvision), npz (an array file), "
-                                 "synthetic, or one a user registered. Ignored when `target` is set "
-                                 "(a callable returning (x_train, y_train, x_test, y_test[, num_classes])).")
+                                 "digits (8x8, ships with scikit-learn), synthetic, or one a user registered. "
+                                 "Ignored when `target` is set (a callable returning (x_train, y_train, x_test, "
+                                 "y_test[, num_classes])).")
     root: Optional[str] = Field(
         None, description="Folder holding the dataset (mnist/cifar10) or the .npz file path. "
                           "Default: --data-root, else $EVOPLAT_DATA, else ~/.cache/evoplat/data.")
