@@ -66,10 +66,12 @@ def test_structured_forward_equals_materialised_members(make, shape, kind, sourc
     scale = np.random.default_rng(0).uniform(0.05, 0.2, layout.size).astype(np.float32) if vector_sigma else 0.1
     pop = Population(center=layout.flatten(model).numpy(), scale=scale, size=10, generation=2)
     x = torch.randn(*shape)
-    chunk = noise.chunk(pop, 1, 9)                         # an odd start: a member without its pair
-    structured = forward.logits(chunk, x)
-    assert forward.chain is not None                       # the chain path really ran
-    torch.testing.assert_close(structured, forward.logits(chunk.materialize(), x), rtol=1e-4, atol=1e-5)
+    for start, stop, paired in ((0, 8, True), (1, 9, False)):   # pairs in order; a member without its pair
+        chunk = noise.chunk(pop, start, stop)
+        assert chunk.paired == paired
+        structured = forward.logits(chunk, x)
+        assert forward.chain is not None                   # the chain path really ran
+        torch.testing.assert_close(structured, forward.logits(chunk.materialize(), x), rtol=1e-4, atol=1e-5)
 
 
 def test_unsupported_models_fall_back_to_materialised_members():

@@ -72,6 +72,8 @@ class ChainForward:
                 shared = False
             elif shared:
                 h = m(h)
+            elif isinstance(m, nn.ReLU):
+                h = h.relu_()                               # h is this chunk's own buffer
             else:
                 k, b = h.shape[:2]
                 h = m(h.reshape(k * b, *h.shape[2:]))
@@ -83,41 +85,44 @@ class ChainForward:
     def _layer(self, chunk, name: str, m: nn.Module, h: torch.Tensor, shared: bool) -> torch.Tensor:
         """Member outputs [K, B, out, ...] = base + sigma_k * (noise term + bias noise)."""
         w0, w_off, w_shape = self._param(chunk, name, "weight")
+        b0 = self._param(chunk, name, "bias")[0] if m.bias is not None else None
         if isinstance(m, nn.Conv2d):
             args = dict(stride=m.stride, padding=m.padding, dilation=m.dilation)
             fn, spatial = (self._conv_shared if shared else self._conv_member), (1, 1)
-            delta, base = fn(chunk, h, w0, w_off, w_shape, args)
+            delta, base = fn(chunk, h, w0, b0, w_off, w_shape, args)
         else:
             fn, spatial = (self._linear_shared if shared else self._linear_member), ()
-            delta, base = fn(chunk, h, w0, w_off, w_shape)
-        if shared:
-            delta = delta[chunk.rows]                   # distinct keys -> members (antithetic pairs share)
-        if m.bias is not None:
-            b0, b_off, b_shape = self._param(chunk, name, "bias")
-            eb = chunk.stacked(b_off, b_shape)[chunk.rows]                   # [K, out]
-            delta += eb.view(len(eb), 1, -1, *spatial)
-            base = base + b0.view(-1, *spatial)
-        delta.mul_(chunk.mult.view(-1, *([1] * (delta.dim() - 1))))
-        return delta.add_(base)
+            delta, base = fn(chunk, h, w0, b0, w_off, w_shape)
+        if b0 is not None:
+            _, b_off, b_shape = self._param(chunk, name, "bias")
+            eb = chunk.stacked(b_off, b_shape)                               # [Kd, out]
+            delta += (eb if shared else eb[chunk.rows]).view(len(delta), 1, -1, *spatial)
+        if not shared:
+            return base.addcmul_(delta, chunk.mult.view(-1, *([1] * (delta.dim() - 1))))
+        if chunk.paired:        # antithetic pairs in order: broadcast each key's term over its pair
+            mult = chunk.mult.view(-1, 2, *([1] * (delta.dim() - 1)))
+            out = torch.addcmul(base, delta.unsqueeze(1), mult)
+            return out.view(chunk.size, *out.shape[2:])
+        return torch.addcmul(base, delta[chunk.rows], chunk.mult.view(-1, *([1] * (delta.dim() - 1))))
 
     # -- linear -----------------------------------------------------------------------------------
-    def _linear_shared(self, chunk, x, w0, off, shape):
-        """x [B, in] -> (noise term [Kd, B, out], base x w0^T [B, out])."""
-        base = x @ w0.T
+    def _linear_shared(self, chunk, x, w0, b0, off, shape):
+        """x [B, in] -> (noise term per distinct key [Kd, B, out], base x w0^T + b0 [B, out])."""
+        base = F.linear(x, w0, b0)
         kind, *parts = chunk.param_noise(off, shape)
         if kind == "lowrank":
             a, b = parts                                       # [Kd, out, r], [Kd, in, r]
             kd, inn, r = b.shape
             xb = (x @ b.permute(1, 0, 2).reshape(inn, kd * r)).view(len(x), kd, r).transpose(0, 1)
             return torch.bmm(xb, a.transpose(1, 2)), base
-        delta = torch.empty(len(parts[0]), len(x), shape[0], device=x.device)
-        for i, e in enumerate(parts[0]):
-            torch.matmul(x, e.T, out=delta[i])
-        return delta, base
+        # One product for all keys: many thin [B, in] x [in, out] products run far below the GEMM peak.
+        e = torch.stack(parts[0])                              # [Kd, out, in]
+        kd = len(e)
+        return (x @ e.view(kd * shape[0], shape[1]).T).view(len(x), kd, shape[0]).transpose(0, 1), base
 
-    def _linear_member(self, chunk, h, w0, off, shape):
+    def _linear_member(self, chunk, h, w0, b0, off, shape):
         """h [K, B, in] -> (noise term [K, B, out], base [K, B, out])."""
-        base = h @ w0.T
+        base = F.linear(h, w0, b0)
         kind, *parts = chunk.param_noise(off, shape)
         if kind == "lowrank":
             a, b = (p[chunk.rows] for p in parts)
@@ -126,17 +131,17 @@ class ChainForward:
         return torch.bmm(h, e.transpose(1, 2)), base
 
     # -- conv: the kernel's noise is materialised per distinct key (first layers are small) ---------
-    def _conv_shared(self, chunk, x, w0, off, shape, args):
-        base = F.conv2d(x, w0, **args)
+    def _conv_shared(self, chunk, x, w0, b0, off, shape, args):
+        base = F.conv2d(x, w0, b0, **args)
         e = chunk.stacked(off, shape)                         # [Kd, out, in, kh, kw]
         kd = len(e)
         d = F.conv2d(x, e.reshape(kd * shape[0], *shape[1:]), **args)
         return d.view(len(x), kd, shape[0], *d.shape[2:]).transpose(0, 1), base
 
-    def _conv_member(self, chunk, h, w0, off, shape, args):
+    def _conv_member(self, chunk, h, w0, b0, off, shape, args):
         k, b = h.shape[:2]
         flat = h.transpose(0, 1).reshape(b, k * shape[1], *h.shape[3:])
-        base = F.conv2d(h.reshape(k * b, *h.shape[2:]), w0, **args)
+        base = F.conv2d(h.reshape(k * b, *h.shape[2:]), w0, b0, **args)
         base = base.view(k, b, *base.shape[1:])
         e = chunk.stacked(off, shape)[chunk.rows]
         d = F.conv2d(flat, e.reshape(k * shape[0], *shape[1:]), groups=k, **args)

@@ -35,6 +35,8 @@ class MemberChunk:
         self.rows = torch.tensor([index[k] for k in keys], device=device)
         self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
         self.size = stop - start
+        # Antithetic pairs in order (+eps, -eps, +eps', ...): the forward broadcasts a key over its pair.
+        self.paired = self.size == 2 * len(self.keys) and keys[::2] == keys[1::2] and keys[::2] == tuple(self.keys)
         self.center = readonly_tensor(pop.center).to(device)
         self.scalar = bool(np.isscalar(pop.scale))
         self.scale = float(pop.scale) if self.scalar else readonly_tensor(pop.scale).to(device)

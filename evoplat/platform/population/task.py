@@ -48,9 +48,12 @@ class SupervisedTask:
         self.input_shape, self.num_outputs = self.data.input_shape, self.data.num_classes
 
     def batch(self, generation: int):
-        idx = minibatch_indices(len(self.data.x_train), self.cfg.method.batch_size, self.cfg.seed, generation,
-                                self.device)
-        return self.data.x_train[idx], self.data.y_train[idx]
+        """The generation's minibatch (kept for the generation: every chunk of it uses the same one)."""
+        if getattr(self, "_batch_gen", None) != generation:
+            idx = minibatch_indices(len(self.data.x_train), self.cfg.method.batch_size, self.cfg.seed, generation,
+                                    self.device)
+            self._batch_gen, self._batch = generation, (self.data.x_train[idx], self.data.y_train[idx])
+        return self._batch
 
     def member_fitness(self, forward, thetas: torch.Tensor, generation: int) -> torch.Tensor:
         x, y = self.batch(generation)

@@ -1,0 +1,220 @@
+"""ES throughput on problem P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256 per generation).
+
+Sections (each writes its own results file):
+  pes    generations/s of OpenAI-ES, full rank and low rank (r=1): in-process (backend local, 2 torch
+         threads) and on 1 and 2 Ray workers (1 CPU each); median tell_s and eval_s; fp32 GEMM peak.
+         -> results/es_throughput.md
+  nodes  generations/s with 1, 2, 4 worker nodes of cluster/local_cluster.sh (1 CPU each, one worker per
+         node; private ports and state dir, stopped at the end) -> results/es_cluster_nodes.md
+  scale  low rank r=1, 2 Ray workers: seconds per generation and each worker's peak RSS for popsize 256
+         to 65,536 (a fresh pool per popsize, so the peak belongs to it) -> results/es_popscale.md
+
+    python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import header, write  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "experiments" / "es_mnist.yaml"
+PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def gemm_gflops(threads: int, n: int = 2048) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    torch.set_num_threads(before)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray"):
+    from evoplat.platform.config import build_config
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["es"].update(popsize=popsize, batch_size=256, perturbation=perturbation, rank=rank)
+    raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1)
+    return build_config(raw)
+
+
+def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
+    """Generations/s of `generations` full ES generations (ask, evaluate on the pool, tell)."""
+    from evoplat.methods.es.trainer import ESTrainer  # noqa: F401  (registers the method)
+    from evoplat.platform.models import build_model
+    from evoplat.platform.population.evaluator import make_es_noise
+    from evoplat.platform.population.forward import ParamLayout
+    from evoplat.platform.population.generation import ESGeneration
+    from evoplat.platform.strategies import build_strategy
+    layout = ParamLayout(build_model(cfg.model, (1, 28, 28), 10))
+    strategy = build_strategy(cfg.es)
+    state = strategy.init(layout.flatten(build_model(cfg.model, (1, 28, 28), 10)))
+    loop = ESGeneration(pool, strategy, make_es_noise(cfg, layout), cfg.runtime.chunk_size)
+    for _ in range(warmup):
+        state, _, _ = loop.step(state)
+    infos, t0 = [], time.perf_counter()
+    for _ in range(generations):
+        state, info, _ = loop.step(state)
+        infos.append(info)
+    total = time.perf_counter() - t0
+    med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
+    return {"gen_s": generations / total, "s_gen": total / generations, "tell_s": med("tell_s"),
+            "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
+
+
+def local_pool(cfg, data_root, threads: int = 2):
+    from evoplat.platform.population.evaluator import ESEvaluator
+    from evoplat.platform.runtime.pool import LocalPool
+    torch.set_num_threads(threads)
+    return LocalPool(functools.partial(ESEvaluator, cfg, data_root, "cpu"))
+
+
+def ray_pool(cfg, data_root, workers: int):
+    from evoplat.platform.population.evaluator import ESEvaluator
+    from evoplat.platform.runtime.pool import WorkerPool
+    pool = WorkerPool(functools.partial(ESEvaluator, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
+    pool.wait_ready(timeout=600)
+    return pool
+
+
+def section_pes(args) -> None:
+    import ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    peak = {t: gemm_gflops(t) for t in (1, 2)}
+    rows = []
+    for kind in ("full", "lowrank"):
+        for setting in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers"):
+            workers = 2 if "2 workers" in setting else 1
+            cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers)
+            pool = local_pool(cfg, args.data_root) if setting.startswith("local") else \
+                ray_pool(cfg, args.data_root, workers)
+            try:
+                r = time_es(cfg, pool, args.generations)
+            finally:
+                pool.shutdown()
+                time.sleep(1)
+            rows.append((kind if kind == "full" else "lowrank r=1", setting, r))
+            print(rows[-1], flush=True)
+    ray.shutdown()
+    lines = [header("ES throughput on P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256)"),
+             f"- OpenAI-ES, table noise, chunk {args.chunk}, {args.generations} timed generations after 3 "
+             "warm-up; a generation = ask + evaluate on the pool + tell (the driver's update, on one thread)",
+             f"- fp32 GEMM peak (2048^3, this script): {peak[1]:.0f} GFLOP/s on 1 thread, {peak[2]:.0f} on 2",
+             f"- load: `{args.load}`; long background runs paused (SIGSTOP) while timing", "",
+             "| perturbation | where | generations/s | ms/generation | median eval_s (ms) | median tell_s (ms) | "
+             "tell share | worker peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for kind, setting, r in rows:
+        lines.append(f"| {kind} | {setting} | {r['gen_s']:.2f} | {1e3 * r['s_gen']:.1f} | {1e3 * r['eval_s']:.1f} | "
+                     f"{1e3 * r['tell_s']:.2f} | {100 * r['tell_s'] / r['s_gen']:.1f}% | {r['rss_mb']:.0f} |")
+    for kind in ("full", "lowrank r=1"):
+        loc = next(r for k, s, r in rows if k == kind and s.startswith("local"))
+        two = next(r for k, s, r in rows if k == kind and s == "ray, 2 workers")
+        lines.append(f"\n{kind}: 2 Ray workers / in-process on 2 threads = **{two['gen_s'] / loc['gen_s']:.2f}x**")
+    write("es_throughput", "\n".join(lines) + "\n")
+
+
+def section_nodes(args) -> None:
+    state = Path(f"/tmp/evt-{os.getpid()}")
+    script = REPO / "cluster" / "local_cluster.sh"
+    env = dict(os.environ, EVOPLAT_CLUSTER_DIR=str(state), EVOPLAT_WORKER_CPUS="1", EVOPLAT_HEAD_CPUS="0", **PORTS,
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    rows = []
+    import ray
+    for nodes in args.nodes:
+        subprocess.run([str(script), "start", str(nodes)], env=env, check=True, timeout=600)
+        try:
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(state / "auth_token"))
+            ray.init(address=f"127.0.0.1:{PORTS['EVOPLAT_RAY_PORT']}", configure_logging=False, log_to_driver=False)
+            for kind in ("full", "lowrank"):
+                cfg = pes_config(kind, 1, chunk=args.chunk, workers=nodes)
+                pool = ray_pool(cfg, args.data_root, nodes)
+                try:
+                    used = len(set(pool.wait_ready(timeout=600)))
+                    r = time_es(cfg, pool, args.generations)
+                finally:
+                    pool.shutdown()
+                rows.append((nodes, used, kind, r))
+                print(rows[-1], flush=True)
+            ray.shutdown()
+        finally:
+            subprocess.run([str(script), "stop"], env=env, timeout=120)
+            shutil.rmtree(state, ignore_errors=True)
+    lines = [header("ES on P-ES across worker nodes of a local Ray cluster"),
+             f"- `cluster/local_cluster.sh start N`: a head with 0 CPUs and N worker nodes with 1 CPU each, one ES "
+             f"worker per node (SPREAD); chunk {args.chunk}, {args.generations} timed generations after 3 warm-up",
+             f"- this machine has {os.cpu_count()} cores: beyond 2 nodes the nodes share them, so 4 nodes measure "
+             "overhead, not added compute", f"- load: `{args.load}`; long background runs paused while timing", "",
+             "| worker nodes | nodes used | perturbation | generations/s | median eval_s (ms) | median tell_s (ms) |",
+             "|---:|---:|---|---:|---:|---:|"]
+    lines += [f"| {n} | {u} | {k} | {r['gen_s']:.2f} | {1e3 * r['eval_s']:.1f} | {1e3 * r['tell_s']:.2f} |"
+              for n, u, k, r in rows]
+    write("es_cluster_nodes", "\n".join(lines) + "\n")
+
+
+def section_scale(args) -> None:
+    import ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    rows = []
+    for popsize in args.popsizes:
+        cfg = pes_config("lowrank", 1, popsize=popsize, chunk=args.scale_chunk, workers=2)
+        pool = ray_pool(cfg, args.data_root, 2)
+        try:
+            r = time_es(cfg, pool, args.scale_generations, warmup=1)
+        finally:
+            pool.shutdown()
+            time.sleep(1)
+        rows.append((popsize, r))
+        print(rows[-1], flush=True)
+    ray.shutdown()
+    lines = [header("Population scale: low rank r=1 on P-ES, 2 Ray workers"),
+             f"- popsize 256 to {max(args.popsizes):,}, chunk {args.scale_chunk}, {args.scale_generations} timed "
+             "generations after 1 warm-up, a fresh pool per popsize; RSS = peak resident memory of a worker "
+             "process (dataset and model replica included)", f"- load: `{args.load}`", "",
+             "| popsize | s/generation | us per member | median tell_s (s) | worker peak RSS (MB) |",
+             "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p:,} | {r['s_gen']:.3f} | {1e6 * r['s_gen'] / p:.1f} | {r['tell_s']:.3f} | {r['rss_mb']:.0f} |"
+              for p, r in rows]
+    write("es_popscale", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data-root", default="/work/shared/data")
+    p.add_argument("--section", choices=["pes", "nodes", "scale"], required=True)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--chunk", type=int, default=32)
+    p.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--popsizes", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536])
+    p.add_argument("--scale-chunk", type=int, default=256)
+    p.add_argument("--scale-generations", type=int, default=3)
+    args = p.parse_args()
+    args.load = uptime()
+    {"pes": section_pes, "nodes": section_nodes, "scale": section_scale}[args.section](args)
+
+
+if __name__ == "__main__":
+    main()
