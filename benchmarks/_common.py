@@ -53,7 +53,7 @@ def git_rev() -> str:
 
 def put_section(name: str, key: str, section: str, earlier: str) -> Path:
     """Put `section` at the top of results/<name>.md between markers named `key`; a later call replaces it.
-    The first time, the file's older content stays below it under the heading `earlier`."""
+    The file's older content stays below, under the heading `earlier` (added once)."""
     path = RESULTS / f"{name}.md"
     begin, end = f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
     text = path.read_text() if path.is_file() else f"# {name}\n"
@@ -62,6 +62,6 @@ def put_section(name: str, key: str, section: str, earlier: str) -> Path:
         text = text.split(begin)[0] + block + text.split(end, 1)[1]
     else:
         title, _, rest = text.partition("\n")
-        text = f"{title}\n\n{block}\n\n{earlier}\n{rest}"
+        text = f"{title}\n\n{block}\n" + (rest if earlier in text else f"\n{earlier}\n{rest}")
     path.write_text(text)
     return path

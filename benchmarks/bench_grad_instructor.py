@@ -100,6 +100,11 @@ def rl_table(rl_dir: Path) -> list[str]:
     return lines
 
 
+def rel(path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def report(args) -> Path:
     work = Path(args.work)
     recs: dict = {}
@@ -107,11 +112,11 @@ def report(args) -> Path:
         r = json.loads(line)
         recs.setdefault(r["method"], {})[r["seed"]] = r          # a re-run replaces the older line
     seeds = sorted(set.intersection(*(set(v) for v in recs.values())))
-    lines = [header("Grad-Instructor with a 60-update RL budget (issue 16)"), args.note or "",
+    lines = [header(args.title), args.note or "",
              f"Setting (all methods): MLP 784-100-10 ReLU, SGD lr 0.01, batch 64, 1 epoch on the first "
              f"{args.train_subset or 'all'} training examples (the episodes' setting), validation 5,000, test = the "
              f"full 10,000 test set. Seeds {seeds} fix init and data order, identical across methods (paired). "
-             f"L1 = {args.l1:g}. ENN: `{Path(args.rl_dir) / 'enn.pt'}`.", "",
+             f"L1 = {args.l1:g}. ENN: `{rel(Path(args.rl_dir) / 'enn.pt')}`.", "",
              "| method | test acc mean ± sd | train acc (mean) | train − test gap mean ± sd | per-seed test acc |",
              "|---|---|---|---|---|"]
     acc = {}
@@ -132,8 +137,8 @@ def report(args) -> Path:
     if "enn" in recs and "plain" in recs:
         gaps = {m: [recs[m][s]["train_acc"] - recs[m][s]["test_acc"] for s in seeds] for m in ("enn", "plain")}
         lines += ["", f"Paired difference of the train − test gap, ENN − plain: {paired(gaps['enn'], gaps['plain'])}"]
-    lines += ["", f"### ENN training ({Path(args.rl_dir)})", ""] + rl_table(Path(args.rl_dir))
-    return put_section("grad_instructor", "bench_grad_instructor", "\n".join(lines),
+    lines += ["", f"### ENN training ({rel(args.rl_dir)})", ""] + rl_table(Path(args.rl_dir))
+    return put_section("grad_instructor", f"bench_grad_instructor {Path(args.rl_dir).name}", "\n".join(lines),
                        "# Earlier run (issue 8, 15 RL updates)")
 
 
@@ -151,6 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--l1", type=float, default=1e-4)
     p.add_argument("--set", action="append", default=[], help="extra override of the RL run, KEY=VALUE")
     p.add_argument("--note", default="", help="report: a paragraph placed under the section header")
+    p.add_argument("--title", default="Grad-Instructor with a 60-update RL budget (issue 16)", help="report: section title")
     args = p.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.stage == "rl":

@@ -49,11 +49,11 @@ def run_population(args) -> dict:
 def member_label(spec, base_mode: str) -> tuple[str, str]:
     """(mode, settings) of a population member: the overrides other than the seeds."""
     if isinstance(spec, int):
-        return base_mode, "base"
+        return base_mode, "run config"
     mode = spec.get("rec_lra.mode", base_mode)
     rest = {k.removeprefix("rec_lra."): v for k, v in spec.items()
             if k not in ("seed", "model.init_seed", "rec_lra.mode")}
-    return mode, (", ".join(f"{k}={v}" for k, v in rest.items()) or "base")
+    return mode, (", ".join(f"{k}={v}" for k, v in rest.items()) or "run config")
 
 
 def load_members(run_dir: Path) -> list[dict]:
