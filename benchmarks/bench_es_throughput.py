@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -140,6 +141,12 @@ def section_pes(args) -> None:
 def section_nodes(args) -> None:
     state = Path(f"/tmp/evt-{os.getpid()}")
     script = REPO / "cluster" / "local_cluster.sh"
+    # One token for every cluster this run starts, set before Ray is imported (Ray reads it once).
+    token = Path(f"/tmp/evt-token-{os.getpid()}")
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32) + "\n")
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    os.environ.pop("RAY_AUTH_TOKEN", None)
     env = dict(os.environ, EVOPLAT_CLUSTER_DIR=str(state), EVOPLAT_WORKER_CPUS="1", EVOPLAT_HEAD_CPUS="0", **PORTS,
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     rows = []
@@ -147,7 +154,6 @@ def section_nodes(args) -> None:
     for nodes in args.nodes:
         subprocess.run([str(script), "start", str(nodes)], env=env, check=True, timeout=600)
         try:
-            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(state / "auth_token"))
             ray.init(address=f"127.0.0.1:{PORTS['EVOPLAT_RAY_PORT']}", configure_logging=False, log_to_driver=False)
             for kind in ("full", "lowrank"):
                 cfg = pes_config(kind, 1, chunk=args.chunk, workers=nodes)
@@ -163,11 +169,13 @@ def section_nodes(args) -> None:
         finally:
             subprocess.run([str(script), "stop"], env=env, timeout=120)
             shutil.rmtree(state, ignore_errors=True)
+    token.unlink()
     lines = [header("ES on P-ES across worker nodes of a local Ray cluster"),
              f"- `cluster/local_cluster.sh start N`: a head with 0 CPUs and N worker nodes with 1 CPU each, one ES "
              f"worker per node (SPREAD); chunk {args.chunk}, {args.generations} timed generations after 3 warm-up",
              f"- this machine has {os.cpu_count()} cores: beyond 2 nodes the nodes share them, so 4 nodes measure "
-             "overhead, not added compute", f"- load: `{args.load}`; long background runs paused while timing", "",
+             "overhead, not added compute; a generation has ceil(256 / chunk) work items at most, so with more "
+             "nodes than that the extra nodes idle", f"- load: `{args.load}`; long background runs paused while timing", "",
              "| worker nodes | nodes used | perturbation | generations/s | median eval_s (ms) | median tell_s (ms) |",
              "|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {n} | {u} | {k} | {r['gen_s']:.2f} | {1e3 * r['eval_s']:.1f} | {1e3 * r['tell_s']:.2f} |"

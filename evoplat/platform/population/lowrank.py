@@ -93,16 +93,18 @@ class LowRankNoise(KeyedNoise):
         w = torch.from_numpy(self.key_weights(pop, coeffs).astype(np.float32))
         total = torch.zeros(self.dim)
         with fixed_threads():
-            factors = self.factors(pop.generation, range(pop.num_keys))
-            for seg in self.segments:
-                parts = self._split(factors, seg)
-                off, shape, _, out, inn = seg
-                if not inn:
-                    total[off:off + out] = w @ parts[0]
-                    continue
-                a = (parts[0] * w[:, None, None]).permute(1, 0, 2).reshape(out, -1)     # [out, K r]
-                b = parts[1].permute(1, 0, 2).reshape(inn, -1)                           # [in, K r]
-                total[off:off + out * inn] = (a @ b.T).flatten()
+            for k0 in range(0, pop.num_keys, chunk * 16):      # key blocks in order: bounded memory
+                k1 = min(k0 + chunk * 16, pop.num_keys)
+                factors, wk = self.factors(pop.generation, range(k0, k1)), w[k0:k1]
+                for seg in self.segments:
+                    parts = self._split(factors, seg)
+                    off, shape, _, out, inn = seg
+                    if not inn:
+                        total[off:off + out] += wk @ parts[0]
+                        continue
+                    a = (parts[0] * wk[:, None, None]).permute(1, 0, 2).reshape(out, -1)    # [out, K r]
+                    b = parts[1].permute(1, 0, 2).reshape(inn, -1)                          # [in, K r]
+                    total[off:off + out * inn] += (a @ b.T).flatten()
         return total.numpy()
 
 
