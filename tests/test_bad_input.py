@@ -321,9 +321,6 @@ def test_a_worker_that_cannot_load_its_data_fails_once_with_that_error(ray_local
         pool.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason="NoiseTable (platform/population/noise.py) raises a plain ValueError "
-                                       "in the driver's setup; it should be a ConfigError naming "
-                                       "es.noise_table_size (owned by the lead)")
 def test_noise_table_smaller_than_the_model(ws, monkeypatch, capsys):
     from evoplat.cli import main
     monkeypatch.chdir(ws)

@@ -45,5 +45,6 @@ def test_results_do_not_depend_on_workers(ray_local, tmp_path):
 
 def test_unknown_environment_is_one_line():
     cfg = build_config(cartpole_raw(backend="local") | {"fitness": {"name": "gym", "kwargs": {"env": "NoSuchEnv-v9"}}})
-    with pytest.raises(ValueError, match="gymnasium cannot make 'NoSuchEnv-v9'"):
+    from evoplat.platform.config import ConfigError
+    with pytest.raises(ConfigError, match="gymnasium cannot make 'NoSuchEnv-v9'"):
         GymTask(cfg, **cfg.fitness.kwargs)

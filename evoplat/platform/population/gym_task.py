@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from evoplat.platform.config import ConfigError
 from evoplat.platform.registry import FITNESS
 
 _EVAL_SALT = 0x5EED_7E57     # evaluation episodes use seeds no training episode uses
@@ -50,7 +51,7 @@ class GymTask:
         try:
             return self.gym.make(self.env_id, max_episode_steps=self.max_steps, **self.env_kwargs)
         except Exception as err:  # unknown id, missing extra (mujoco, box2d), bad kwargs
-            raise ValueError(f"fitness error: gymnasium cannot make '{self.env_id}': "
+            raise ConfigError(f"config error: fitness.kwargs.env: gymnasium cannot make '{self.env_id}': "
                              f"{str(err).splitlines()[0]}") from None
 
     def _env_pool(self, n: int) -> list:

@@ -175,7 +175,9 @@ class NoiseTable(KeyedNoise):
         super().__init__(seed, dim)
         self.size = int(size) or max(2**24, 8 * self.dim)
         if self.size < self.dim + 1:
-            raise ValueError(f"noise table of {self.size} values is smaller than the {dim} parameters")
+            from evoplat.platform.config import ConfigError
+            raise ConfigError(f"config error: es.noise_table_size={self.size} holds fewer values than the model's "
+                              f"{dim} parameters need; use 0 (automatic) or at least {dim + 1}")
         key = (self.seed, self.size)
         if key not in self._cache:
             self._cache.clear()
