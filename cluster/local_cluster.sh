@@ -4,6 +4,8 @@
 #   cluster/local_cluster.sh start N     start the head and N worker nodes (N >= 0)
 #   cluster/local_cluster.sh stop        stop exactly the nodes this script started
 #   cluster/local_cluster.sh status      show the cluster's nodes and resources
+#   cluster/local_cluster.sh restart-node K  (re)start worker node K (1..N) with the settings `start` used,
+#                                        e.g. after it was killed; stops what is left of it first
 #   source "$EVOPLAT_CLUSTER_DIR/env.sh" client settings for `ray job submit` / `ray status`
 #
 # Why it looks like this:
@@ -77,6 +79,22 @@ export EVOPLAT_GCS_ADDRESS=$IP:$GCS_PORT              # ray.init(address=...), r
 EOF
 }
 
+start_worker() {  # start_worker I: worker node I joins the head
+  # One node at a time: several raylets registering at once can time out on a small machine. Ray
+  # gives a raylet 30 s to register; on a heavily loaded machine that can run out, so retry.
+  local i=$1 attempt
+  for attempt in 1 2 3; do
+    # shellcheck disable=SC2046
+    launch "worker$i" --address "$IP:$GCS_PORT" --node-ip-address "$IP" --temp-dir "$STATE/t$i" \
+      --num-cpus "$WORKER_CPUS" --num-gpus 0 --object-store-memory "$STORE_BYTES" \
+      --disable-usage-stats $(node_ports "$i")
+    wait_started "worker$i" && return 0
+    [ "$attempt" = 3 ] && return 1
+    echo "local_cluster: retrying worker$i" >&2
+    sleep 2
+  done
+}
+
 start() {
   local n=${1:?usage: local_cluster.sh start N}
   if ls "$STATE"/*.pid >/dev/null 2>&1; then
@@ -99,36 +117,47 @@ start() {
   wait_started head || { stop; exit 1; }
   local i
   for i in $(seq 1 "$n"); do
-    # One node at a time: several raylets registering at once can time out on a small machine. Ray
-    # gives a raylet 30 s to register; on a heavily loaded machine that can run out, so retry.
-    local attempt
-    for attempt in 1 2 3; do
-      # shellcheck disable=SC2046
-      launch "worker$i" --address "$IP:$GCS_PORT" --node-ip-address "$IP" --temp-dir "$STATE/t$i" \
-        --num-cpus "$WORKER_CPUS" --num-gpus 0 --object-store-memory "$STORE_BYTES" \
-        --disable-usage-stats $(node_ports "$i")
-      wait_started "worker$i" && break
-      [ "$attempt" = 3 ] && { stop; exit 1; }
-      echo "local_cluster: retrying worker$i" >&2
-      sleep 2
-    done
+    start_worker "$i" || { stop; exit 1; }
   done
   echo "local_cluster: head + $n worker node(s) up; GCS $IP:$GCS_PORT, jobs http://$IP:$DASH_PORT"
   echo "local_cluster: client settings: source $STATE/env.sh"
 }
 
+stop_node() {  # stop_node PIDFILE: the node started with that pid, if still running
+  local f=$1 pid
+  [ -e "$f" ] || return 0
+  pid=$(cat "$f")
+  # SIGTERM lets `ray start --block` shut its node's processes down; its reaper covers the rest.
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
 stop() {
-  local f pid
+  local f
   for f in "$STATE"/worker*.pid "$STATE"/head.pid; do  # workers first, then the head
-    [ -e "$f" ] || continue
-    pid=$(cat "$f")
-    # SIGTERM lets `ray start --block` shut its node's processes down; its reaper covers the rest.
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$f"
+    stop_node "$f"
   done
   echo "local_cluster: stopped"
+}
+
+restart_node() {
+  local i=${1:?usage: local_cluster.sh restart-node K}
+  [[ "$i" =~ ^[1-9][0-9]*$ ]] || { echo "local_cluster: restart-node needs a worker number >= 1" >&2; exit 2; }
+  if [ ! -f "$STATE/head.pid" ] || [ ! -f "$STATE/env.sh" ]; then
+    echo "local_cluster: no cluster started from $STATE" >&2
+    exit 1
+  fi
+  . "$STATE/env.sh"                  # the token `start` chose
+  stop_node "$STATE/worker$i.pid"
+  # A killed node leaves its session dir (sockets, logs) behind: keep the last one for a post-mortem,
+  # and start the new node in a clean temp dir, as a replacement machine would.
+  rm -rf "$STATE/t$i.old"
+  [ -d "$STATE/t$i" ] && mv "$STATE/t$i" "$STATE/t$i.old"
+  [ -f "$STATE/worker$i.log" ] && mv "$STATE/worker$i.log" "$STATE/worker$i.log.old"
+  start_worker "$i" || exit 1
+  echo "local_cluster: worker$i up again"
 }
 
 status() {
@@ -139,5 +168,6 @@ case "${1:-}" in
   start) start "${2:-1}" ;;
   stop) stop ;;
   status) [ -f "$STATE/env.sh" ] && . "$STATE/env.sh"; status ;;
-  *) echo "usage: $0 start N | stop | status" >&2; exit 2 ;;
+  restart-node) restart_node "${2:-}" ;;
+  *) echo "usage: $0 start N | stop | status | restart-node K" >&2; exit 2 ;;
 esac
