@@ -112,7 +112,8 @@ def report(args) -> Path:
         r = json.loads(line)
         recs.setdefault(r["method"], {})[r["seed"]] = r          # a re-run replaces the older line
     seeds = sorted(set.intersection(*(set(v) for v in recs.values())))
-    lines = [header(args.title), args.note or "",
+    notes = Path(args.note).read_text() if args.note and Path(args.note).is_file() else args.note
+    lines = [header(args.title), notes or "",
              f"Setting (all methods): MLP 784-100-10 ReLU, SGD lr 0.01, batch 64, 1 epoch on the first "
              f"{args.train_subset or 'all'} training examples (the episodes' setting), validation 5,000, test = the "
              f"full 10,000 test set. Seeds {seeds} fix init and data order, identical across methods (paired). "
@@ -138,6 +139,8 @@ def report(args) -> Path:
         gaps = {m: [recs[m][s]["train_acc"] - recs[m][s]["test_acc"] for s in seeds] for m in ("enn", "plain")}
         lines += ["", f"Paired difference of the train − test gap, ENN − plain: {paired(gaps['enn'], gaps['plain'])}"]
     lines += ["", f"### ENN training ({rel(args.rl_dir)})", ""] + rl_table(Path(args.rl_dir))
+    if args.tail and Path(args.tail).is_file():
+        lines += [Path(args.tail).read_text()]
     return put_section("grad_instructor", f"bench_grad_instructor {Path(args.rl_dir).name}", "\n".join(lines),
                        "# Earlier run (issue 8, 15 RL updates)")
 
@@ -155,7 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--l1", type=float, default=1e-4)
     p.add_argument("--set", action="append", default=[], help="extra override of the RL run, KEY=VALUE")
-    p.add_argument("--note", default="", help="report: a paragraph placed under the section header")
+    p.add_argument("--note", default="", help="report: a paragraph (or a markdown file) under the section header")
+    p.add_argument("--tail", default="", help="report: a markdown file placed after the tables")
     p.add_argument("--title", default="Grad-Instructor with a 60-update RL budget (issue 16)", help="report: section title")
     args = p.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)

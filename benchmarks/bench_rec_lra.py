@@ -170,6 +170,9 @@ def main() -> None:
     p.add_argument("--curves", action="store_true", help="report-runs: per-epoch test accuracy too")
     p.add_argument("--write-md", default="", help="report-runs: section title; writes benchmarks/results/rec_lra.md")
     p.add_argument("--note", action="append", default=[], help="report-runs --write-md: a paragraph (repeatable)")
+    p.add_argument("--note-file", action="append", default=[],
+                   help="report-runs --write-md: a markdown file put before the tables (repeatable)")
+    p.add_argument("--tail-file", help="report-runs --write-md: a markdown file put after the tables")
     p.add_argument("--task", choices=["mnist", "cifar10"])
     p.add_argument("--data-root")
     p.add_argument("--epochs", type=int, default=6)
@@ -191,7 +194,9 @@ def main() -> None:
         lines = population_tables(members, args.select) + ([""] + curves(members) if args.curves else [])
         print("\n".join(lines))
         if args.write_md:
-            print(write_md(args.write_md, [*args.note, "", *lines]))
+            notes = [Path(f).read_text() for f in args.note_file] + args.note
+            tail = [Path(args.tail_file).read_text()] if args.tail_file else []
+            print(write_md(args.write_md, [*notes, "", *lines, *tail]))
         return None
     for seed in args.seeds:                 # seed-major: a cut-short benchmark still has paired runs
         for mode in args.modes:
