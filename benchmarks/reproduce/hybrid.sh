@@ -6,6 +6,10 @@
 # for seeds 0, 1, 2, and the same with hybrid.es_enabled=false (the paired backprop baseline).
 # Prints:  RESULT hybrid hybrid-seed0: test_acc XX.XX% (best XX.XX%), 100 epoch(s)   (one line per run)
 #          RESULT hybrid hybrid - backprop: +X.XX ± X.XX (sd) points over seeds 0,1,2 (paired); paper +0.61 ...
+# Expected time (estimate, benchmarks/reproduce/throughput.md): about 230 single-core CPU hours, from the
+# measured 0.027 CPU s per training image (VGG16 width 1, forward+backward) and 0.011 s per evaluated
+# image, x 45,000 + 15,000 images x 100 epochs x 6 runs; ES phases not included.
+# The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/hybrid-<stamp>); every run is an ordinary evoplat run

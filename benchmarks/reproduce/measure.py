@@ -72,8 +72,6 @@ def probes(data_dir: str) -> dict:
     mnist, cifar = data_dir, str(Path(data_dir) / "cifar10.npz")
     small = ["data.val_size=200", "data.test_subset=200"]
     return {
-        "rso_mnist": lambda: rso_probe("rso_mnist.yaml", mnist, cycles=50, ks=(2, 6)),
-        "rso_cifar10": lambda: rso_probe("rso_cifar10.yaml", cifar, cycles=500, ks=(1, 3)),
         "hybrid_vgg16": lambda: epoch_probe(
             # backprop and evaluation; the ES phases (every 10th epoch: one forward pass over the 5,000 validation
             # images to cache features, then 100 classifier-only evaluations) are not in the estimate
@@ -93,6 +91,8 @@ def probes(data_dir: str) -> dict:
         "es_mnist": lambda: gen_probe("es_mnist.yaml", ["es.generations=3", "run.eval_every=1000"], mnist, 300),
         "es_cartpole": lambda: gen_probe("es_cartpole.yaml", ["es.generations=3", "run.eval_every=1000",
                                                              "run.target_metric=null"], None, 100),
+        "rso_mnist": lambda: rso_probe("rso_mnist.yaml", mnist, cycles=50, ks=(2, 6)),
+        "rso_cifar10": lambda: rso_probe("rso_cifar10.yaml", cifar, cycles=500, ks=(1, 3)),
     }
 
 
@@ -142,12 +142,46 @@ def gen_probe(config, sets, data_root, generations) -> dict:
     return {"generation_cpu_s": g, "total_cpu_h": g * generations / 3600}
 
 
+SCRIPTS = {"rso": ["rso_mnist", "rso_cifar10"], "hybrid": ["hybrid_vgg16"],
+           "rec_lra": ["rec_lra_mnist_mlp", "rec_lra_resnet20"],
+           "consequential": ["consequential_mnist", "consequential_cifar10"],
+           "grad_instructor": ["grad_instructor_episode"], "es": ["es_mnist", "es_cartpole"]}
+PARALLEL = {"rec_lra", "grad_instructor", "es"}     # their work items run on the worker pool
+
+
+def report(path: str, extra: list[str]) -> str:
+    """Markdown: per probe and per script, single-core CPU hours extrapolated to the paper's size."""
+    rows = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        rows[r["probe"]] = r
+    for e in extra:                 # NAME=HOURS measured elsewhere (e.g. a full run's CPU seconds per epoch)
+        k, v = e.split("=")
+        rows[k] = {"probe": k, "total_cpu_h": float(v), "note": "from a full-size run"}
+    lines = ["| probe | measured | single-core CPU hours at full size |", "|---|---|---|"]
+    for k, r in rows.items():
+        detail = ", ".join(f"{n}={v:.4g}" for n, v in r.items() if isinstance(v, float) and n not in
+                           ("total_cpu_h", "wall_s", "load_avg"))
+        lines.append(f"| {k} | {r.get('note') or detail} | {r['total_cpu_h']:.2f} |")
+    lines += ["", "| script | single-core CPU hours | estimated wall hours, idle 2-core machine |", "|---|---|---|"]
+    for script, probes_ in SCRIPTS.items():
+        if all(p in rows for p in probes_):
+            h = sum(rows[p]["total_cpu_h"] for p in probes_)
+            lines.append(f"| {script}.sh | {h:.1f} | {h / (2 if script in PARALLEL else 1):.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("EVOPLAT_DATA"))
     p.add_argument("--only", nargs="+")
     p.add_argument("--out", default=str(ROOT / "runs" / "reproduce_measure.jsonl"))
+    p.add_argument("--report", action="store_true", help="print the markdown tables of --out")
+    p.add_argument("--add", nargs="*", default=[], help="report: NAME=CPU_HOURS measured by a full-size run")
     args = p.parse_args()
+    if args.report:
+        print(report(args.out, args.add))
+        return 0
     import torch
     torch.set_num_threads(1)
     for name, probe in probes(args.data_dir).items():
