@@ -165,3 +165,16 @@ def test_resuming_a_complete_run_changes_nothing(tmp_path):
     again = evoplat.run(resume=tmp_path / "d")
     assert again.summary["test_acc"] == done.summary["test_acc"] and again.summary["steps"] == 2
     assert before == {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir() if p.suffix == ".parquet"}
+
+
+def test_a_config_yaml_from_before_the_tagged_union_still_loads(tmp_path):
+    """evoplat 0.1 wrote every method's section, the sweep under hybrid.tune and es.fitness."""
+    old = es_raw(fitness="accuracy") | {"rso": {"cycles": 50}, "consequential": {},
+                                        "hybrid": {"epochs": 3, "tune": {"scheduler": "fifo"}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = load_config(path)
+    assert cfg.algorithm == "es" and not hasattr(cfg, "rso") and not hasattr(cfg, "hybrid")
+    assert cfg.fitness.name == "accuracy" and cfg.tune.scheduler == "fifo" and cfg.es.popsize == 16
+    with pytest.raises(ConfigError, match="belongs to algorithm rso"):
+        load_config(es_raw() | {"rso": {}})      # a new mapping with a foreign section is still an error

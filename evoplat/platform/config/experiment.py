@@ -166,6 +166,25 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
+def migrate_legacy(raw: dict) -> dict:
+    """A config.yaml written before the tagged union (evoplat 0.1) held every method's section, the sweep
+    under `hybrid.tune` and the ES fitness as `es.fitness`: keep what the run used, so it can resume."""
+    algorithm = raw.get("algorithm", "es")
+    if sum(1 for k in raw if k in METHODS) < 2:
+        return raw
+    out = {k: v for k, v in raw.items() if k not in METHODS or k == algorithm}
+    hybrid_tune = (raw.get("hybrid") or {}).get("tune")
+    if hybrid_tune is not None and "tune" not in out:
+        out["tune"] = hybrid_tune
+    if isinstance(out.get("hybrid"), dict):
+        out["hybrid"] = {k: v for k, v in out["hybrid"].items() if k != "tune"}
+    if isinstance(out.get("es"), dict) and "fitness" in out["es"]:
+        es = dict(out["es"])
+        out.setdefault("fitness", {"name": es.pop("fitness")})
+        out["es"] = es
+    return out
+
+
 def load_config(source: Any = None, overrides=()) -> ExperimentConfig:
     """A config from a YAML path, a mapping or a config object, with dotted overrides applied."""
     if isinstance(source, ExperimentConfig):
@@ -177,7 +196,7 @@ def load_config(source: Any = None, overrides=()) -> ExperimentConfig:
     elif isinstance(source, dict):
         raw = source
     else:
-        raw = read_yaml(source)
+        raw = migrate_legacy(read_yaml(source))
         raw.setdefault("name", Path(source).stem)
     return build_config(apply_overrides(raw, overrides))
 
