@@ -7,9 +7,8 @@
 # Prints:  RESULT consequential mnist-seed0: test_acc XX.XX% (best XX.XX%), 10 epoch(s)   (one line per run)
 #          RESULT consequential mnist - mnist_sgd: +X.XX ± X.XX (sd) points over seeds 0,1,2 (paired); ...
 #          RESULT consequential cifar10 - cifar10_sgd: ...
-# Expected time: not measured here (the CPU probe did not finish on this shared machine); get an
-# estimate with `python benchmarks/reproduce/measure.py --data-dir DATA_DIR --only consequential_mnist
-# consequential_cifar10`.
+# Expected time (estimate, benchmarks/reproduce/throughput.md): about 27.5 single-core CPU hours: MNIST
+# 0.08 h (4.6 CPU s per epoch), CIFAR-10 27.4 h (548 CPU s per epoch x 30 epochs x 6 runs).
 # The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.

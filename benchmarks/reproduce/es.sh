@@ -5,9 +5,9 @@
 # experiments/es_cartpole.yaml (policy 4-16-2, population 64, up to 100 generations, stops when solved).
 # Prints:  RESULT es mnist: test_acc XX.XX% (best XX.XX%), 300 generation(s)
 #          RESULT es cartpole: test_return XXX.X, N generation(s); paper solved = mean return >= 475 ...
-# Expected time: CartPole 0.02 single-core CPU hours (measured: 0.75 CPU s per generation x 100); MNIST
-# not measured here (`measure.py --only es_mnist`). Population evaluation runs on the workers (GPUs
-# with runtime.gpus_per_worker > 0).
+# Expected time (estimate, benchmarks/reproduce/throughput.md): a few minutes: MNIST 0.05 single-core CPU
+# hours (0.61 CPU s per generation x 300), CartPole 0.12-0.75 CPU s per generation x up to 100.
+# Population evaluation runs on the workers (GPUs with runtime.gpus_per_worker > 0).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/es-<stamp>); every run is an ordinary evoplat run

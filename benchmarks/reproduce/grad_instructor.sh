@@ -9,9 +9,8 @@
 # Prints:  RESULT grad_instructor rl: 100 rl_update(s) done, ENN in .../enn.pt; centre ENN episode test_acc XX.XX%
 #          RESULT grad_instructor enn-seed0: test_acc XX.XX% (best XX.XX%), 1 epoch(s); paper 93.02%   (per run)
 #          RESULT grad_instructor enn - plain: +X.XX ± X.XX (sd) points over seeds 0,1,2,3,4 (paired); paper +2.8
-# Expected time: not measured here (the CPU probe did not finish on this shared machine); get an
-# estimate with `python benchmarks/reproduce/measure.py --data-dir DATA_DIR --only grad_instructor_episode`
-# (900 episodes of one full MNIST epoch each, spread over the workers, + 20 deploy runs).
+# Expected time (estimate, benchmarks/reproduce/throughput.md): about 0.6 single-core CPU hours (2.4 CPU s
+# per full-data episode x 900 episodes + 20 deploy runs), about 20 minutes on 2 idle cores.
 # The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.

@@ -8,9 +8,10 @@
 # Prints:  RESULT rec_lra mnist_mlp member K: test_acc XX.XX% (best XX.XX%), 20 epoch(s); paper 98.18% (MLP)
 #          RESULT rec_lra cifar10_resnet20 member K: ...; paper 93.88% (ResNet, as cited)
 # (members 0-2: rec-LRA seeds 0-2; members 3-5: backprop seeds 0-2).
-# Expected time (estimate, benchmarks/reproduce/throughput.md): the MNIST part 0.18 single-core CPU hours
-# (measured: 6.0 / 4.5 CPU s per rec-LRA / backprop member-epoch), about 5 minutes on 2 idle cores;
-# the ResNet-20 part not measured (`measure.py --only rec_lra_resnet20`).
+# Expected time (estimate, benchmarks/reproduce/throughput.md): about 66 single-core CPU hours, 33 h of
+# wall on 2 idle cores: the MNIST part 0.18 h (measured in a full run: 6.0 / 4.5 CPU s per rec-LRA /
+# backprop member-epoch), the ResNet-20 part 65 h (0.0079 CPU s per training image, 392 s per epoch,
+# x 100 epochs x 6 members).
 # The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
