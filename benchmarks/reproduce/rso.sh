@@ -6,9 +6,11 @@
 # Prints:  RESULT rso mnist: test_acc XX.XX% (best XX.XX%), N sweep(s); paper 99.1% after 50 cycles (98% after 5)
 #          RESULT rso cifar10: test_acc XX.XX% (best XX.XX%), N sweep(s); paper 81.8% after 500 cycles
 # (one sweep = one layer group; best = best test accuracy over the run, what the authors' code reports).
-# Expected time: not measured here (the CPU probe did not finish on this shared machine); get an estimate
-# with `python benchmarks/reproduce/measure.py --data-dir DATA_DIR --only rso_mnist rso_cifar10`.
-# Sequential RSO runs in the driver process; rso.sharded=true spreads it over the workers (an approximation).
+# Expected time (estimate, benchmarks/reproduce/throughput.md): MNIST about 115 single-core CPU hours
+# (measured 0.69 CPU s per weight trial, 12,016 trials per cycle, x 50 cycles); CIFAR-10 (500 cycles) not
+# measured (`python benchmarks/reproduce/measure.py --data-dir DATA_DIR --only rso_cifar10`).
+# Sequential RSO runs in the driver process, on the CPU; rso.sharded=true
+# spreads it over the workers (an approximation of the sequential sweep).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/rso-<stamp>); every run is an ordinary evoplat run
