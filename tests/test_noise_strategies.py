@@ -31,7 +31,7 @@ def test_noise_table_slices_are_keyed():
     assert v.shape == (100,) and np.array_equal(v, NoiseTable(2, 100, 5000).vector(1, 3))
     assert not np.array_equal(v, table.vector(1, 4))
     assert abs(float(table.table.std()) - 1.0) < 0.05
-    with pytest.raises(ValueError, match="smaller than"):
+    with pytest.raises(ValueError, match="holds fewer values than"):
         NoiseTable(0, 100, 50)
 
 
