@@ -89,7 +89,7 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
             trainer.steps_done = int(ctx.resume_state["step"])
             best = BestSoFar(ctx.resume_state.get("best") or _legacy_best(ctx.resume_state))
         for logger in ctx.loggers:
-            getattr(logger, "start", lambda *a: None)(trainer.steps_done, budget, trainer_cls.unit)
+            getattr(logger, "start", lambda *a: None)(trainer.steps_done, budget, trainer.unit)
         last: dict = dict(ctx.run.rows[-1]) if ctx.run.rows else {}   # a resumed complete run keeps its numbers
         reason = stop_reason(cfg, trainer.steps_done, budget, 0.0, {})   # every invocation makes a step
         while reason is None:
@@ -106,7 +106,7 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
                 reason = reason or stop_reason(cfg, step, budget, ctx.session_time(), rows)
                 rows.update(best.values)
             for row in rows if isinstance(rows, list) else [rows]:
-                ctx.report(dict(row, phase=row.get("phase", trainer_cls.unit), step=step,
+                ctx.report(dict(row, phase=row.get("phase", trainer.unit), step=step,
                                 final=reason is not None))
             last = _last_row(rows)
             if step % cfg.run.checkpoint_every == 0 or reason is not None:
@@ -121,7 +121,7 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
         summary = {k: last[k] for k in keys if k in last}
         summary.update(best.values)
         summary.update(trainer.summary())
-        summary.update(steps=trainer.steps_done, budget=budget, unit=trainer_cls.unit, stopped=reason)
+        summary.update(steps=trainer.steps_done, budget=budget, unit=trainer.unit, stopped=reason)
         return summary
     finally:
         for logger in ctx.loggers:
