@@ -144,3 +144,91 @@ def test_one_and_two_workers_agree(ray_local, tmp_path):
         _, run = run_trainer(cfg, tmp_path / f"w{w}")
         out.append(final_state(run))
     assert_same_state(out[0], out[1])
+
+
+# -- the control arm: gradient descent on the ES phase's subset and validation examples -------------
+def control_phase(cfg):
+    from evoplat.methods.hybrid.control_phase import BackpropPhase
+    from evoplat.platform.data import load_dataset
+    from evoplat.platform.models import build_model
+    data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    return BackpropPhase(cfg, data, model), model
+
+
+@pytest.mark.parametrize("subset,model,data", [("classifier", VGG_TINY, IMG_DATA),
+                                               ("last_k", {"name": "mlp", "hidden": [16, 16]}, {})])
+def test_control_moves_only_the_subset(subset, model, data):
+    """The control changes the subset's weights only (BN buffers included), lowers the validation loss,
+    and reports the ES phase's fitness (cached features for the classifier, full forward otherwise)."""
+    from evoplat.platform.population.forward import accuracy
+    cfg = hybrid_cfg(phase_kind="backprop", subset=subset, last_k=1, model=model, data=data)
+    phase, net = control_phase(cfg)
+    assert phase.head_only == (subset == "classifier")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    es_state = {"generation": 0, "sigma_factor": 1.0, "phases": 0, "accepted": 0}
+    row = phase.run(net, 0, es_state)
+    moved = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == set(phase.names)
+    assert row["es_fitness_after"] > row["es_fitness_before"]
+    assert row["es_dims"] == sum(before[n].numel() for n in phase.names)
+    assert es_state == {"generation": 0, "sigma_factor": 1.0, "phases": 1, "accepted": 0}
+    assert net.training  # the backprop replica's mode is restored
+    with torch.no_grad():
+        val_loss = accuracy(net.eval(), phase.x, phase.y)[1]
+    assert row["es_fitness_after"] == pytest.approx(-val_loss, rel=1e-4)
+
+
+def test_control_cache_matches_full_forward():
+    """Gradient steps on cached features move the classifier as steps through the whole network do."""
+    cfg = hybrid_cfg(phase_kind="backprop", subset="classifier", model=VGG_TINY, data=IMG_DATA)
+    (cached, a), (full, b) = control_phase(cfg), control_phase(cfg)
+    full.head_only = False
+    state = {"generation": 0, "sigma_factor": 1.0, "phases": 0, "accepted": 0}
+    ra, rb = cached.run(a, 0, dict(state)), full.run(b, 0, dict(state))
+    assert ra["es_fitness_after"] == pytest.approx(rb["es_fitness_after"], abs=1e-5)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-5), k
+
+
+def test_control_budget_matches_es_phase():
+    """round(forward passes of the ES phase / 3), at least 1, unless control_steps says otherwise."""
+    from evoplat.methods.hybrid.control_phase import control_steps, es_forward_passes
+    cases = [({"es_kind": "elitist", "es_generations": 3, "es_popsize": 6}, 21, 7),
+             ({"es_kind": "openai_es", "es_generations": 10, "es_popsize": 10}, 100, 33),
+             ({"es_kind": "elitist", "es_generations": 10, "es_popsize": 10}, 110, 37),
+             ({"es_kind": "openai_es", "es_generations": 1, "es_popsize": 2}, 2, 1)]
+    for opts, passes, steps in cases:
+        hc = hybrid_cfg(phase_kind="backprop", **opts).hybrid
+        assert (es_forward_passes(hc), control_steps(hc)) == (passes, steps)
+    assert control_steps(hybrid_cfg(phase_kind="backprop", control_steps=5).hybrid) == 5
+
+
+def test_control_run_is_deterministic_and_reports_like_es(tmp_path):
+    """Same seed, same bits; the rows carry the ES phase's fields, and the pre-phase metrics pair up
+    with the ES arm's (both start from the same backprop weights)."""
+    quick = {"es_every": 2, "epochs": 3, "run": {"checkpoint_every": 3, "tensorboard": False}}
+    cfg = hybrid_cfg(phase_kind="backprop", **copy.deepcopy(quick))
+    _, a = run_trainer(cfg, tmp_path / "a")
+    _, b = run_trainer(cfg, tmp_path / "b")
+    assert_same_state(final_state(a), final_state(b))
+    _, es = run_trainer(hybrid_cfg(**quick), tmp_path / "es")
+    for row, es_row in zip(a.rows, es.rows):
+        ran = row["step"] % 2 == 0
+        assert row["es_ran"] == es_row["es_ran"] == int(ran) and row["es_phases"] == es_row["es_phases"]
+        if ran:
+            assert row["phase_kind"] == "backprop" and es_row["phase_kind"] == "es"
+            assert row["es_steps"] == 7 and row["es_s"] >= row["es_eval_s"] > 0
+            assert row["pre_es_val_loss"] == pytest.approx(-row["es_fitness_before"], rel=1e-4)
+            assert row["val_loss"] == pytest.approx(-row["es_fitness_after"], rel=1e-4)
+    assert a.rows[1]["pre_es_test_acc"] == es.rows[1]["pre_es_test_acc"]
+    assert [r["es_fitness_after"] for r in a.rows if r["es_ran"]] == [r["es_fitness_after"] for r in b.rows
+                                                                      if r["es_ran"]]
+
+
+def test_control_without_es_phases_is_refused():
+    """The control replaces ES phases: with es_enabled false there is none, and the config says so."""
+    from evoplat.platform.config import ConfigError
+    with pytest.raises(ConfigError, match="phase_kind backprop") as err:
+        hybrid_cfg(phase_kind="backprop", es_enabled=False)
+    assert "\n" not in str(err.value)

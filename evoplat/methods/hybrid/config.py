@@ -56,9 +56,24 @@ class HybridConfig(StrictModel):
     success_rule: bool = Field(False, description="elitist: 1/5th success rule on sigma (kept across phases).")
     success_factor: float = Field(1.22, gt=1, description="elitist: sigma factor of the success rule.")
     es_lr: float = Field(0.05, gt=0, description="openai_es: Adam step size, in units of sigma's scale.")
+    # -- the control arm (docs/hybrid.md, "The control arm") ------------------------------------------
+    phase_kind: Literal["es", "backprop"] = Field(
+        "es", description="What runs at each ES phase's point in the schedule: es (the hybrid), or backprop: "
+                          "the control, full-batch gradient descent on cross-entropy over the same subset "
+                          "and the same fitness_examples validation examples, with the same budget.")
+    control_steps: Optional[int] = Field(
+        None, ge=1, description="phase_kind backprop: gradient steps per phase; null = budget-matched, "
+                                "round(forward passes of an ES phase / 3), at least 1 (a step ~ 3 forward passes).")
+    control_lr: float = Field(
+        0.01, gt=0, description="phase_kind backprop: SGD (momentum 0.9, no weight decay) learning rate. "
+                                "Fixed rather than the backprop schedule's: a cosine lr is near zero after the "
+                                "last epoch, where the ES phase matters most, which would handicap the control.")
 
     @model_validator(mode="after")
     def _check(self):
         if self.es_kind == "openai_es" and self.es_popsize % 2:
             raise ValueError(f"hybrid.es_popsize must be even with es_kind openai_es (got {self.es_popsize})")
+        if self.phase_kind == "backprop" and not self.es_enabled:
+            raise ValueError("hybrid.phase_kind backprop replaces ES phases, but es_enabled is false: there is "
+                             "no phase to replace (set es_enabled true for the control arm)")
         return self

@@ -67,6 +67,18 @@ def select_parameters(model: nn.Module, subset: str, last_k: int = 1) -> list[st
     return [n for g in groups[-k:] for n in g]
 
 
+def splits_head(model: nn.Module, subset: str) -> bool:
+    """Whether a phase over `subset` can cache the `features` outputs and run only the `classifier`."""
+    return (subset == "classifier" and isinstance(getattr(model, "features", None), nn.Module)
+            and isinstance(getattr(model, "classifier", None), nn.Module))
+
+
+@torch.no_grad()
+def cached_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`model.features` of x (model in eval mode), in slices of 1000 to bound memory."""
+    return torch.cat([model.features(x[a:a + 1000]) for a in range(0, len(x), 1000)])
+
+
 class SubsetLayout(ParamLayout):
     """A flat view of only the named parameters (same methods as `ParamLayout`)."""
 
@@ -159,8 +171,7 @@ class HybridPhaseEvaluator:
         self.layout = SubsetLayout(self.model, self.names)
         self.noise = CounterNoise(es_noise_seed(cfg.seed), self.layout.size)
         self.phase: Optional[int] = None
-        self.head_only = (hc.subset == "classifier" and isinstance(getattr(self.model, "features", None), nn.Module)
-                          and isinstance(getattr(self.model, "classifier", None), nn.Module))
+        self.head_only = splits_head(self.model, hc.subset)
         self.features_s = 0.0
 
     def _load_phase(self, pop: PhasePopulation) -> None:
@@ -174,9 +185,7 @@ class HybridPhaseEvaluator:
         if self.head_only:
             self.module = self.model.classifier
             prefix = "classifier."
-            with torch.no_grad():
-                self.inputs = torch.cat([self.model.features(self.x[a:a + 1000])
-                                         for a in range(0, len(self.x), 1000)])
+            self.inputs = cached_features(self.model, self.x)
         else:
             self.module, prefix, self.inputs = self.model, "", self.x
         self.local_names = [n[len(prefix):] for n in self.names]

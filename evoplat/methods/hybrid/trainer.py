@@ -6,7 +6,8 @@ worker pool (docs/hybrid.md, Specification).
 
 With `hybrid.es_enabled: false` this is the backprop-only baseline: the epochs, data order,
 augmentation and initial weights depend only on (seed, epoch), so baseline and hybrid runs with the
-same seed pair up exactly until the first ES phase.
+same seed pair up exactly until the first ES phase. With `hybrid.phase_kind: backprop` each ES phase is
+replaced by the control arm's gradient phase (control_phase.py), which pairs up the same way.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 import torch
 
 from evoplat.platform.backprop import evaluate_splits, make_torch_optimizer, train_epoch
+from evoplat.methods.hybrid.control_phase import BackpropPhase
 from evoplat.methods.hybrid.es_phase import (HybridPhaseEvaluator, PhasePopulation, PhaseStrategy, SubsetLayout,
                               apply_members, coordinate_scale, es_noise_seed, make_base, select_parameters)
 from evoplat.platform.population.noise import CounterNoise
@@ -132,10 +134,12 @@ class HybridTrainer(Trainer):
         self.phase_runner = None
         self.epoch = 0
 
-    def _phase_runner(self) -> ESPhase:
+    def _phase_runner(self):
         # The pool starts with the first ES phase: a baseline run (or one resumed after its last phase)
-        # never starts workers.
-        if self.phase_runner is None:
+        # never starts workers, nor does the control arm, whose few gradient steps run on the driver.
+        if self.phase_runner is None and self.cfg.hybrid.phase_kind == "backprop":
+            self.phase_runner = BackpropPhase(self.cfg, self.data, self.model)
+        elif self.phase_runner is None:
             pool = self.pool(functools.partial(HybridPhaseEvaluator, self.cfg, self.data_root))
             self.phase_runner = ESPhase(self.cfg, pool, self.model)
         return self.phase_runner
@@ -153,7 +157,8 @@ class HybridTrainer(Trainer):
         if es_phase_due(hc, epoch):
             if self.evaluating:
                 row.update(evaluate_splits(self.model, self.data, cfg.run.eval_batch_size, prefix="pre_es_"))
-            row.update(self._phase_runner().run(self.model, self.es_state["phases"], self.es_state), es_ran=1)
+            row.update(self._phase_runner().run(self.model, self.es_state["phases"], self.es_state), es_ran=1,
+                       phase_kind=hc.phase_kind)
         row["es_phases"] = self.es_state["phases"]
         return row
 
@@ -172,5 +177,5 @@ class HybridTrainer(Trainer):
         self.epoch = int(state["epoch"])
 
     def summary(self) -> dict:
-        return {"epochs": self.epoch, "es_phases": self.es_state["phases"], "es_accepted": self.es_state["accepted"],
-                "num_params": sum(p.numel() for p in self.model.parameters())}
+        return {"epochs": self.epoch, "phase_kind": self.cfg.hybrid.phase_kind, "es_phases": self.es_state["phases"],
+                "es_accepted": self.es_state["accepted"], "num_params": sum(p.numel() for p in self.model.parameters())}
