@@ -2,7 +2,7 @@
 (784-1024-256-10, 1,068,810 parameters), full and low rank, with the GPU's own fp32 GEMM peak and the
 peak GPU memory. Run through benchmarks/gpu.sh; `--device cpu` exercises the same code without a GPU.
 
-    python benchmarks/bench_es_gpu.py --data-root /work/shared/data [--generations 20] [--device cuda]
+    python benchmarks/bench_es_gpu.py [--data-root DIR] [--generations 20] [--device cuda]
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _sync(device: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data-root", default="/work/shared/data")
+    p.add_argument("--data-root", default=None, help="MNIST folder (default: evoplat's data cache, downloading MNIST on first use)")
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--device", default="cuda")
     p.add_argument("--chunk", type=int, default=256)

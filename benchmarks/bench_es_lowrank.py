@@ -54,9 +54,10 @@ def report(args, rows, curves) -> None:
     lines = [header("Low-rank vs full-rank perturbations, OpenAI-ES on MNIST (MLP 784-128-10)"),
              f"- config: `experiments/es_mnist.yaml` (popsize 256, sigma 0.02, Adam lr 0.01, batch 1000), "
              f"{args.generations} generations, backend {args.backend}, {args.threads} torch thread(s), "
-             "run at nice 19 next to other work: wall times are not a timing benchmark",
-             "- full rank on this config: results/es_mnist.md (90.26% at generation 300)"
-             + (" (--no-full: not rerun here)" if args.no_full else ""), "",
+             "run next to other work: wall times are not a timing benchmark",
+             "- every variant from the same seed and initial weights; the full-rank row is the same run as "
+             "results/es_mnist.md's configuration" if not args.no_full else
+             "- --no-full: the full-rank run was not repeated here (results/es_mnist.md)", "",
              "| perturbation | generations | final test acc | best test acc | wall time (s) | median tell_s | "
              "median eval_s |", "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {n} | {g} | {a:.2f}% | {b:.2f}% | {w:.0f} | {t * 1e3:.1f} ms | {e * 1e3:.0f} ms |"

@@ -70,10 +70,13 @@ launch() {  # launch NAME ARGS...: one `ray start --block` in its own session, p
 }
 
 write_env() {
+  # A token given as RAY_AUTH_TOKEN stays in the caller's environment: it is not written to a file.
+  local token_line="# RAY_AUTH_TOKEN: set in your environment, as when the cluster was started"
+  [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] && token_line="export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"
   cat >"$STATE/env.sh" <<EOF
 # Client settings for the evoplat local cluster (source this file).
 export RAY_AUTH_MODE=token
-export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH
+$token_line
 export RAY_API_SERVER_ADDRESS=http://$IP:$DASH_PORT   # ray job submit/logs/status
 export EVOPLAT_GCS_ADDRESS=$IP:$GCS_PORT              # ray.init(address=...), ray status --address
 EOF
