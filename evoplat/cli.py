@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Announce:
+    """A logger that prints one line when the run loop starts stepping."""
+
+    def __init__(self, line: str):
+        self.line = line
+
+    def start(self, step: int, budget: int, unit: str) -> None:
+        print(self.line, flush=True)
+
+    def __call__(self, row: dict) -> None:
+        pass
+
+
 def cmd_run(args) -> int:
     from evoplat.api import execute, prepare
     from evoplat.platform.run.loggers import console_logger
@@ -58,9 +71,11 @@ def cmd_run(args) -> int:
     prepared = prepare(args.config, args.run_dir, args.resume, args.overrides, args.data_root, args.overwrite)
     cfg = prepared.cfg
     loggers = console_logger(cfg, quiet=args.quiet)
-    print(f"evoplat: {cfg.algorithm} run in {prepared.run.path}" + (" (resumed)" if prepared.state else ""),
-          flush=True)
-    result = execute(prepared, loggers, args.data_root)
+    # Announced once setup (data, workers) has succeeded: a run that cannot start leaves no directory,
+    # and its one error line should not follow a line naming that directory.
+    announce = _Announce(f"evoplat: {cfg.algorithm} run in {prepared.run.path}"
+                         + (" (resumed)" if prepared.state else ""))
+    result = execute(prepared, [announce, *loggers], args.data_root)
     acc = result.summary.get("test_acc")
     if acc is not None:
         print(f"final test accuracy: {100 * acc:.2f}%")

@@ -250,8 +250,9 @@ def test_bad_input_is_one_line(name, ws, tmp_path, monkeypatch, capsys):
     before = {"existing": tree_hash(ws / "runs" / "existing"), "extra": extra and tree_hash(extra)}
     capsys.readouterr()
     code = main(argv)
-    err = capsys.readouterr().err
-    check_outcome(ws, before, code, err, expect, extra)
+    out = capsys.readouterr()
+    check_outcome(ws, before, code, out.err, expect, extra)
+    assert "run in" not in out.out, out.out          # no line naming a directory that is not kept
 
 
 def test_mnist_without_network_and_no_fallback(ws, tmp_path, monkeypatch, capsys):
