@@ -51,13 +51,14 @@ def machine() -> dict:
 
 
 def cmd_compare(args) -> None:
-    RUNS.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         over = [f"seed={seed}", *ARMS[args.arm], *args.set]
         out = run_once(over, args.data_root)
         out.update(arm=args.arm, seed=seed, machine=machine(), command=" ".join(sys.argv),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        (RUNS / f"compare_{args.arm}_seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
+        (runs / f"compare_{args.arm}_seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
         print(f"{args.arm} seed {seed}: test_acc={out['summary']['test_acc']:.4f} wall={out['wall_s']:.0f}s",
               flush=True)
 
@@ -115,7 +116,8 @@ def paired_differences(by: dict) -> dict:
     return out
 
 
-def summarize(runs: Path, results: Path) -> None:
+def summarize(runs: Path, results: Path, plot_name: str = "hybrid_vs_backprop.png",
+              title: str = "VGG16 x1/8 on CIFAR-10 (CPU preset)") -> None:
     """Statistics and plot from the JSON files; prints the Markdown tables for hybrid.md."""
     import numpy as np
     by = load_arms(runs)
@@ -153,13 +155,13 @@ def summarize(runs: Path, results: Path) -> None:
         r = d["rows"][-1]
         print(f"scaling workers={d['workers']}: es_s={r['es_s']:.1f} es_eval_s={r['es_eval_s']:.1f} "
               f"dims={r['es_dims']} load_avg={d['machine']['load_avg']}")
-    plot(by, pairs, results / "hybrid_vs_backprop.png")
+    plot(by, pairs, results / plot_name, title)
 
 
 LABELS = {"baseline": "backprop only", "control": "control (BP on val)", "hybrid": "hybrid BP+ES"}
 
 
-def plot(by: dict, pairs: dict, out: Path) -> None:
+def plot(by: dict, pairs: dict, out: Path, title: str) -> None:
     """Left: test accuracy per seed across the arms that ran; right: each paired difference."""
     import matplotlib
     matplotlib.use("Agg")
@@ -185,7 +187,7 @@ def plot(by: dict, pairs: dict, out: Path) -> None:
     b.set_xticks(range(len(names)) if len(names) > 1 else [], names if len(names) > 1 else [])
     b.set_ylabel("hybrid - backprop (pp)" if len(names) == 1 else "paired difference (pp)")
     b.legend(fontsize=8)
-    fig.suptitle("Hybrid BP/ES vs backprop, VGG16 x1/8 on CIFAR-10 (CPU preset)")
+    fig.suptitle(f"Hybrid BP/ES vs backprop, {title}")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"plot: {out}")
@@ -206,9 +208,13 @@ if __name__ == "__main__":
     for q in (c, s):
         q.add_argument("--data-root", default="/work/shared/data/cifar10.npz")
         q.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE")
-    sub.add_parser("summarize")
+    m = sub.add_parser("summarize")
+    m.add_argument("--plot", default="hybrid_vs_backprop.png", help="plot file name under results/")
+    m.add_argument("--title", default="VGG16 x1/8 on CIFAR-10 (CPU preset)")
+    for q in (c, m):
+        q.add_argument("--runs", default=str(RUNS), help="folder of the run JSON files (one per arm and seed)")
     a = p.parse_args()
     if a.cmd == "summarize":
-        summarize(RUNS, HERE / "results")
+        summarize(Path(a.runs), HERE / "results", a.plot, a.title)
     else:
         {"compare": cmd_compare, "scaling": cmd_scaling}[a.cmd](a)
