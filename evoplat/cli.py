@@ -6,7 +6,6 @@ is checked before Ray starts; a problem is reported as one line naming it, with 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
