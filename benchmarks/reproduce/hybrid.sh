@@ -3,12 +3,13 @@
 # Usage: benchmarks/reproduce/hybrid.sh [--smoke] [DATA_DIR] [--out DIR]
 # Runs experiments/hybrid_vgg16_cifar10.yaml (VGG16 width 1 with batch norm, 100 epochs, momentum 0.05 cosine,
 # augmentation; a (1+10) elitist ES phase on the classifier every 10 epochs, fitness on 5,000 held-out images)
-# for seeds 0, 1, 2, and the same with hybrid.es_enabled=false (the paired backprop baseline).
+# for seeds 0, 1, 2, the same with hybrid.es_enabled=false (the paired backprop baseline), and the fair control
+# (hybrid.phase_kind=backprop: each ES phase's budget spent by gradient descent on the same held-out images).
 # Prints:  RESULT hybrid hybrid-seed0: test_acc XX.XX% (best XX.XX%), 100 epoch(s)   (one line per run)
 #          RESULT hybrid hybrid - backprop: +X.XX ± X.XX (sd) points over seeds 0,1,2 (paired); paper +0.61 ...
-# Expected time (estimate, benchmarks/reproduce/throughput.md): about 230 single-core CPU hours, from the
+# Expected time (estimate, benchmarks/reproduce/throughput.md): about 345 single-core CPU hours, from the
 # measured 0.027 CPU s per training image (VGG16 width 1, forward+backward) and 0.011 s per evaluated
-# image, x 45,000 + 15,000 images x 100 epochs x 6 runs; ES phases not included.
+# image, x 45,000 + 15,000 images x 100 epochs x 9 runs; ES and control phases not included.
 # The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.

@@ -76,7 +76,7 @@ def probes(data_dir: str) -> dict:
             # backprop and evaluation; the ES phases (every 10th epoch: one forward pass over the 5,000 validation
             # images to cache features, then 100 classifier-only evaluations) are not in the estimate
             "hybrid_vgg16_cifar10.yaml", small + ["hybrid.epochs=1", "hybrid.es_enabled=false"], cifar, 64, 192,
-            45000, 15000, 400, 100 * 6, []),   # 3 hybrid + 3 backprop seeds
+            45000, 15000, 400, 100 * 9, []),   # 3 seeds each: hybrid, backprop, control
         "rec_lra_resnet20": lambda: epoch_probe(
             "rec_lra_cifar10.yaml", small + ["rec_lra.resnet_blocks=3", "model.width=1.0", "rec_lra.epochs=1",
                                              "rec_lra.augment=true", "rec_lra.population=[]"], cifar, 64, 192, 45000,

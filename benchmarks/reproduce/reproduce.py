@@ -61,8 +61,13 @@ PLANS = {
                     smoke=["model.width=0.0625", "hybrid.epochs=2", "hybrid.es_every=1", "hybrid.es_generations=2",
                            "hybrid.es_popsize=2", "hybrid.batch_size=32", "hybrid.augment=false"]),
                 Run("backprop", "hybrid_vgg16_cifar10.yaml", "cifar10", seeds=(0, 1, 2), sets=["hybrid.es_enabled=false"],
-                    smoke=["model.width=0.0625", "hybrid.epochs=2", "hybrid.batch_size=32", "hybrid.augment=false"])],
-               [Compare("hybrid", "backprop", "+0.61 (VGG16, CIFAR-10, mean over runs)")]),
+                    smoke=["model.width=0.0625", "hybrid.epochs=2", "hybrid.batch_size=32", "hybrid.augment=false"]),
+                # the fair control: the ES phases' budget spent by gradient descent on the same images
+                Run("control", "hybrid_vgg16_cifar10.yaml", "cifar10", seeds=(0, 1, 2), sets=["hybrid.phase_kind=backprop"],
+                    smoke=["model.width=0.0625", "hybrid.epochs=2", "hybrid.es_every=1", "hybrid.es_generations=2",
+                           "hybrid.es_popsize=2", "hybrid.batch_size=32", "hybrid.augment=false"])],
+               [Compare("hybrid", "backprop", "+0.61 (VGG16, CIFAR-10, mean over runs)"),
+                Compare("hybrid", "control", "no control in the paper: ES vs gradient descent on the same images")]),
     "rec_lra": ([Run("mnist_mlp", "rec_lra_mnist_long.yaml", "mnist", paper="98.18% (MLP)",
                      smoke=["rec_lra.epochs=2", "model.hidden=[16,16,16]", "rec_lra.population=[{seed: 0}, "
                             "{seed: 0, rec_lra.mode: backprop}]"]),
