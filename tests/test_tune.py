@@ -133,3 +133,23 @@ def test_tune_section_is_generic():
     assert tune_section(build_config(hybrid_raw(tune={"search_space": {}}))).search_space == DEFAULT_SPACE
     with pytest.raises(Exception):
         build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))
+
+
+def test_trials_take_the_data_fallback(ray_local, tmp_path, monkeypatch):
+    """MNIST cannot be had (no mirror answers) and data.fallback says digits: the trials train on digits."""
+    import socket
+
+    from torchvision.datasets import MNIST
+
+    from evoplat.platform.run.tune import run_tune
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]           # closed once the block ends: nothing listens there
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
+    raw = hybrid_raw(epochs=1)
+    raw["data"] = {"source": "mnist", "root": str(tmp_path / "data"), "fallback": "digits"}
+    out = run_tune(raw, storage=str(tmp_path / "tune"), verbose=False)
+    assert out["grid"].num_errors == 0
+    (result,) = list(out["grid"])
+    assert result.metrics["test_acc"] > 0.2      # 10 classes of 8x8 digits, learned a little in one epoch
+    assert not (tmp_path / "data" / "MNIST" / "processed").exists()
