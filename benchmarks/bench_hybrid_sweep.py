@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, command, header, machine, write  # noqa: E402
+from bench_hybrid import ARMS, paired_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "hybrid_cpu.yaml"
@@ -45,7 +46,6 @@ SPACE = {
     "hybrid.es_kind": {"choice": ["elitist", "openai_es"]},
 }
 SCHEDULE_KEYS = list(SPACE)
-ARMS = {"baseline": ["hybrid.es_enabled=false"], "hybrid": [], "control": ["hybrid.phase_kind=backprop"]}
 
 
 def base_raw(seed: int = 0) -> dict:
@@ -142,12 +142,8 @@ def cmd_rerun(args) -> None:
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
-    from scipy import stats
-    d = 100 * (a - b)
-    if len(d) < 2:
-        return f"{d.mean():+.2f} (n={len(d)})"
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return f"{d.mean():+.2f} [{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] (n={len(d)})"
+    st = paired_stats(100 * (a - b))
+    return f"{st['mean']:+.2f} [{st['lo']:+.2f}, {st['hi']:+.2f}] (n={st['n']})"
 
 
 def cmd_report(args) -> None:

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from evoplat.methods.hybrid.es_phase import cached_features, select_parameters, splits_head
-from evoplat.platform.population.task import FITNESS
+from evoplat.methods.hybrid.es_phase import cached_features, mean_fitness, select_parameters, splits_head
 
-# a gradient step = forward + backward, which costs about 2 forward passes
+# a gradient step = a forward pass plus a backward pass of about twice its cost
 PASSES_PER_STEP = 3
 
 
@@ -54,13 +53,9 @@ class BackpropPhase:
         self.steps = control_steps(self.hc)
 
     def _fitness(self, logits) -> float:
-        """The ES phase's fitness (weighted over eval batches as the ES evaluator does)."""
-        bs, total = self.cfg.run.eval_batch_size, torch.zeros(1, dtype=torch.float64)
-        with torch.no_grad():
-            for a in range(0, len(self.y), bs):
-                out = logits(a, a + bs)
-                total += FITNESS.get(self.hc.fitness)(out[None], self.y[a:a + bs]).double() * len(out)
-        return float((total / len(self.y)).float())
+        """The ES phase's fitness of the current weights, computed as the ES evaluator computes it."""
+        return float(mean_fitness(lambda a, b: logits(a, b)[None], self.y, self.hc.fitness,
+                                  self.cfg.run.eval_batch_size)[0])
 
     def run(self, model: nn.Module, phase: int, es_state: dict) -> dict:
         t0 = time.perf_counter()

@@ -74,6 +74,17 @@ def splits_head(model: nn.Module, subset: str) -> bool:
 
 
 @torch.no_grad()
+def mean_fitness(logits_of, y: torch.Tensor, kind: str, batch_size: int) -> torch.Tensor:
+    """Fitness [K] of K members over all of (inputs, y), batch by batch, each batch weighted by its size;
+    `logits_of(a, b)` gives the members' logits [K, b - a, C] on examples a..b."""
+    total = torch.zeros(1, dtype=torch.float64)
+    for a in range(0, len(y), batch_size):
+        logits = logits_of(a, a + batch_size)
+        total = total + FITNESS.get(kind)(logits, y[a:a + batch_size]).double().cpu() * logits.shape[1]
+    return (total / len(y)).float()
+
+
+@torch.no_grad()
 def cached_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`model.features` of x (model in eval mode), in slices of 1000 to bound memory."""
     return torch.cat([model.features(x[a:a + 1000]) for a in range(0, len(x), 1000)])
@@ -206,12 +217,8 @@ class HybridPhaseEvaluator:
         theta = apply_members(self.base_subset, self.scale, u.to(self.device))
         views = self.layout.unflatten(theta)
         sub = [views[n] for n in self.names]
-        bs = self.cfg.run.eval_batch_size
-        total = torch.zeros(len(u), dtype=torch.float64)
-        for a in range(0, len(self.inputs), bs):
-            logits = self._batched(sub, self.inputs[a:a + bs])
-            total += FITNESS.get(kind)(logits, self.y[a:a + bs]).double().cpu() * len(logits[0])
-        return (total / len(self.inputs)).float()
+        return mean_fitness(lambda a, b: self._batched(sub, self.inputs[a:b]), self.y, kind,
+                            self.cfg.run.eval_batch_size)
 
     def evaluate(self, pop: PhasePopulation, start: int, stop: int) -> dict:
         """Fitness of members [start, stop), chunk by chunk (the ES evaluator's interface)."""

@@ -84,8 +84,7 @@ class ChainForward:
 
     def _layer(self, chunk, name: str, m: nn.Module, h: torch.Tensor, shared: bool) -> torch.Tensor:
         w0, w_off, w_shape = self._param(chunk, name, "weight")
-        b0 = self._param(chunk, name, "bias")[0] if m.bias is not None else None
-        b_at = self._param(chunk, name, "bias")[1:] if m.bias is not None else None
+        b0, *b_at = self._param(chunk, name, "bias") if m.bias is not None else (None,)
         if not shared:
             return self._member_layer(chunk, m, h, w0, b0, w_off, w_shape, b_at)
         if isinstance(m, nn.Conv2d):

@@ -285,9 +285,7 @@ def run_tune(config: str | dict, overrides: list[str] = (), data_root: Optional[
     source = cfg.data.source
     check_available(cfg.data, data_root)
     if cfg.data.source != source:       # data.fallback was taken: every trial must load the same data
-        base_raw = copy.deepcopy(base_raw)
-        base_raw["data"] = {**base_raw.get("data", {}), "source": cfg.data.source, "val_size": cfg.data.val_size,
-                            "train_subset": None, "test_subset": None}
+        base_raw = {**base_raw, "data": cfg.data.model_dump()}
     data_root = str(Path(data_root).resolve()) if data_root else None  # trials run in their own folders
     if resume and not (Path(storage).expanduser().resolve() / (cfg.name or cfg.algorithm)).is_dir():
         raise ConfigError(f"resume error: no Tune experiment '{cfg.name or cfg.algorithm}' in {storage}")

@@ -109,7 +109,6 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> No
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
-
 def check_resources(cpus_per_worker: float, gpus_per_worker: float) -> None:
     """Raise ClusterError when no live node could ever host one worker (instead of waiting forever)."""
     import ray
