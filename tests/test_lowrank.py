@@ -58,9 +58,11 @@ def test_lowrank_noise_is_identical_in_another_process():
 @pytest.mark.parametrize("kind", ["full", "lowrank"])
 @pytest.mark.parametrize("source", ["counter", "table"])
 @pytest.mark.parametrize("vector_sigma", [False, True])
-def test_structured_forward_equals_materialised_members(make, shape, kind, source, vector_sigma):
+@pytest.mark.parametrize("block", [None, 2, 3])
+def test_structured_forward_equals_materialised_members(make, shape, kind, source, vector_sigma, block):
     model = make()
     forward = PopulationForward(model, chunk_size=8)
+    forward.chain.block_members = block          # blocks that keep antithetic pairs (2) and split them (3)
     layout = forward.layout
     noise = make_perturbation(kind, source, layout, rank=2, table_size=5000 if source == "table" else 0, seed=3)
     scale = np.random.default_rng(0).uniform(0.05, 0.2, layout.size).astype(np.float32) if vector_sigma else 0.1

@@ -10,6 +10,8 @@ that cannot be read, every mismatched length and every non-finite input is one D
 """
 from __future__ import annotations
 
+import functools
+
 import gzip
 import os
 import zipfile
@@ -335,6 +337,12 @@ def minibatch_indices(n: int, batch_size: int, seed: int, step: int, device="cpu
     batch_size = min(batch_size, n)
     per_epoch = n // batch_size
     epoch, slot = divmod(step, per_epoch)
+    return _epoch_permutation(n, seed, epoch)[slot * batch_size:(slot + 1) * batch_size].to(device, copy=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # Drawn once per epoch, not once per step: a permutation of 60,000 indices costs ~2 ms, a
+    # noticeable share of a fast ES generation.
     gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
-    perm = torch.randperm(n, generator=gen)
-    return perm[slot * batch_size:(slot + 1) * batch_size].to(device)
+    return torch.randperm(n, generator=gen)

@@ -121,7 +121,7 @@ class LowRankChunk:
         seg = self.by_offset[offset]
         parts = self.noise._split(self.factors, seg)
         if len(parts) == 1:
-            return "views", list(parts[0].view(-1, *shape))
+            return "stacked", parts[0].view(-1, *shape)
         return ("lowrank", *parts)
 
 

@@ -7,6 +7,8 @@ vectors for any forward that needs them (other models, per-member inputs, the el
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -37,6 +39,7 @@ class MemberChunk:
         self.size = stop - start
         # Antithetic pairs in order (+eps, -eps, +eps', ...): the forward broadcasts a key over its pair.
         self.paired = self.size == 2 * len(self.keys) and keys[::2] == keys[1::2] and keys[::2] == tuple(self.keys)
+        self.key_range = (0, len(self.keys))      # distinct keys [k0, k1) of the pairs, when paired
         self.center = readonly_tensor(pop.center).to(device)
         self.scalar = bool(np.isscalar(pop.scale))
         self.scale = float(pop.scale) if self.scalar else readonly_tensor(pop.scale).to(device)
@@ -44,6 +47,15 @@ class MemberChunk:
         # per-parameter sigma the noise itself is scaled (param_noise) and only the sign is left.
         self.mult = self.signs * self.scale if self.scalar else self.signs
         self.source = noise.chunk_noise(pop.generation, self.keys, device)
+
+    def block(self, start: int, stop: int) -> "MemberChunk":
+        """Members [start, stop) of this chunk (positions within it), sharing its noise."""
+        blk = copy.copy(self)
+        blk.rows, blk.signs, blk.mult = self.rows[start:stop], self.signs[start:stop], self.mult[start:stop]
+        blk.size = stop - start
+        blk.paired = self.paired and start % 2 == 0 and stop % 2 == 0
+        blk.key_range = (start // 2, stop // 2)
+        return blk
 
     @property
     def distinct(self) -> int:
@@ -57,8 +69,9 @@ class MemberChunk:
         return self.center[offset:offset + int(np.prod(shape))].view(shape)
 
     def param_noise(self, offset: int, shape: tuple) -> tuple:
-        """Noise of one parameter for the distinct keys: ("views", [Kd tensors shaped `shape`]) or
-        ("lowrank", A [Kd, out, r], B [Kd, in, r]) with direction A_k B_k^T (1/sqrt(r) folded into A).
+        """Noise of one parameter for the distinct keys: ("views", [Kd tensors shaped `shape`]),
+        ("stacked", [Kd, *shape]) or ("lowrank", A [Kd, out, r], B [Kd, in, r]) with direction A_k B_k^T
+        (1/sqrt(r) folded into A).
 
         With a per-parameter sigma the noise comes back multiplied by it, always as views.
         """
@@ -77,7 +90,19 @@ class MemberChunk:
     def stacked(self, offset: int, shape: tuple) -> torch.Tensor:
         """The parameter's noise as one tensor [Kd, *shape] (materialised from factors if low rank)."""
         kind, *parts = self.param_noise(offset, shape)
+        if kind == "stacked":
+            return parts[0]
         if kind == "views":
             return torch.stack(parts[0])
         a, b = parts
         return (a @ b.transpose(1, 2)).view(-1, *shape)
+
+    def member_noise(self, offset: int, shape: tuple) -> torch.Tensor:
+        """The parameter's noise per member, [size, *shape]: a fresh tensor (safe to scale in place)."""
+        kind, *parts = self.param_noise(offset, shape)
+        if kind == "stacked":
+            return parts[0][self.rows]
+        if kind == "views":
+            return torch.stack([parts[0][r] for r in self.rows.tolist()])
+        a, b = parts
+        return torch.bmm(a[self.rows], b[self.rows].transpose(1, 2)).view(-1, *shape)

@@ -27,7 +27,11 @@ from evoplat.platform.registry import FITNESS, resolve_target
 def neg_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Negative mean cross-entropy of each member on the batch."""
     k, b, c = logits.shape
-    loss = F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+    by_class = logits.transpose(1, 2)
+    if by_class.is_contiguous():    # the structured forward's layout, [K, C, B] underneath: read as is
+        loss = F.cross_entropy(by_class, y.expand(k, b), reduction="none")
+    else:
+        loss = F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
     return -loss.mean(-1)
 
 

@@ -219,9 +219,12 @@ class WorkerPool:
             if not inflight:
                 self._wait_any_ready()
                 continue
-            first, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            # With items still queued, wake for the first result (an idle worker gets the next item at
+            # once); with none queued, wait for all in flight in one call: each wait is a round trip to
+            # the core worker, a visible share of a 15 ms generation.
+            first, _ = ray.wait(list(inflight), num_returns=1 if pending else len(inflight), timeout=1.0)
             rest = [r for r in inflight if r not in first]
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if first and rest else ([], None)
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if first and rest and pending else ([], None)
             for ref in first + more:
                 att = inflight.pop(ref)
                 busy.discard(att.worker)
