@@ -122,3 +122,19 @@ def test_openai_es_state_roundtrip_gives_same_next_step(tmp_path):
     a, _ = strat.tell(state, f, noise, strat.ask(state))
     b, _ = strat.tell(restored, f, noise, strat.ask(restored))
     assert torch.equal(a.center, b.center)
+
+
+@pytest.mark.parametrize("antithetic,parent_first", [(True, False), (True, True), (False, False), (False, True)])
+@pytest.mark.parametrize("power", [1, 2])
+def test_key_weights_merge_members_by_key_in_member_order(antithetic, parent_first, power):
+    noise = CounterNoise(0, 4)
+    for size in (1, 2, 9, 256):
+        pop = Population(center=np.zeros(4, np.float32), scale=0.1, size=size, generation=0,
+                         antithetic=antithetic, parent_first=parent_first)
+        coeffs = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+        expected = np.zeros(pop.num_keys)
+        for i, c in enumerate(coeffs.astype(np.float64)):
+            key, sign = pop.key_sign(i)
+            if key >= 0:
+                expected[key] += c * (sign if power % 2 else 1.0)
+        assert np.array_equal(noise.key_weights(pop, coeffs, power), expected)

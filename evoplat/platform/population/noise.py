@@ -122,11 +122,15 @@ class KeyedNoise:
 
     def key_weights(self, pop: Population, coeffs, power: int = 1) -> np.ndarray:
         """Per-key coefficients: members sharing a key merged (an antithetic pair's signs folded in)."""
+        c = np.asarray(coeffs, dtype=np.float64)
+        i = np.arange(len(c))
+        if pop.parent_first:                  # member 0 is the parent: no key
+            c, i = c[1:], i[1:] - 1
+        keys = i // 2 if pop.antithetic else i
+        if pop.antithetic and power % 2:
+            c = np.where(i % 2 == 0, c, -c)
         per_key = np.zeros(pop.num_keys, dtype=np.float64)
-        for i, c in enumerate(np.asarray(coeffs, dtype=np.float64)):
-            key, sign = pop.key_sign(i)
-            if key >= 0:
-                per_key[key] += c * (sign if power % 2 else 1.0)
+        np.add.at(per_key, keys, c)           # in member order, like the loop it replaces: same sums
         return per_key
 
     def key_views(self, generation: int, keys, device="cpu") -> list:
@@ -207,7 +211,7 @@ class NoiseTable(KeyedNoise):
         if out is None:
             out = np.empty((len(keys), self.dim), dtype=np.float32)
         offs = self.offsets(generation, np.maximum(keys, 0))
-        if self.dim <= 4096:                      # short vectors: one gather for all keys
+        if self.dim <= 256:     # short vectors: one gather for all keys (a slice per key costs ~1 us)
             out[...] = self.table[offs[:, None] + np.arange(self.dim)]
         else:
             for row, a in enumerate(offs):
