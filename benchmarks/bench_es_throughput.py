@@ -8,6 +8,8 @@ Sections (each writes its own results file):
          node; private ports and state dir, stopped at the end) -> results/es_cluster_nodes.md
   scale  low rank r=1, 2 Ray workers: seconds per generation and each worker's peak RSS for popsize 256
          to 65,536 (a fresh pool per popsize, so the peak belongs to it) -> results/es_popscale.md
+  overhead  the pool's round trip per generation with workers that do nothing: a P-ES population out,
+         fitness back, on 2 Ray workers -> results/es_pool_overhead.md
 
     python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20]
 """
@@ -209,10 +211,47 @@ def section_scale(args) -> None:
     write("es_popscale", "\n".join(lines) + "\n")
 
 
+class IdleEvaluator:
+    """A hosted object that returns fitness without computing anything: what is left is the pool's cost."""
+
+    def evaluate(self, pop, start: int, stop: int) -> dict:
+        import numpy as np
+        return {"fitness": np.zeros(stop - start, np.float32), "noise_s": 0.0}
+
+
+def section_overhead(args) -> None:
+    import numpy as np
+    import ray
+    from evoplat.platform.population.generation import balanced_ranges
+    from evoplat.platform.population.noise import Population
+    from evoplat.platform.runtime.pool import WorkerPool
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    pool = WorkerPool(IdleEvaluator, 2, cpus_per_worker=1)
+    pool.wait_ready(timeout=120)
+    items = balanced_ranges(256, args.chunk, 2)
+    times = []
+    for g in range(args.generations + 20):
+        pop = Population(center=np.full(101_770, g, np.float32), scale=0.02, size=256, generation=g)
+        t0 = time.perf_counter()
+        pool.run("evaluate", items, shared=(pop,))
+        times.append(time.perf_counter() - t0)
+    pool.shutdown()
+    ray.shutdown()
+    times = sorted(times[20:])
+    lines = [header("The worker pool's own cost per ES generation (2 Ray workers that compute nothing)"),
+             f"- a P-ES population (center of 101,770 float32, popsize 256) put once, {len(items)} work items "
+             f"(chunk {args.chunk}), fitness back; {args.generations} generations after 20 warm-up",
+             f"- load: `{args.load}`", "",
+             "| median (ms) | 10th percentile (ms) | 90th percentile (ms) |", "|---:|---:|---:|",
+             f"| {1e3 * statistics.median(times):.2f} | {1e3 * times[len(times) // 10]:.2f} | "
+             f"{1e3 * times[9 * len(times) // 10]:.2f} |"]
+    write("es_pool_overhead", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-root", default="/work/shared/data")
-    p.add_argument("--section", choices=["pes", "nodes", "scale"], required=True)
+    p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead"], required=True)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
@@ -221,7 +260,8 @@ def main() -> None:
     p.add_argument("--scale-generations", type=int, default=3)
     args = p.parse_args()
     args.load = uptime()
-    {"pes": section_pes, "nodes": section_nodes, "scale": section_scale}[args.section](args)
+    {"pes": section_pes, "nodes": section_nodes, "scale": section_scale,
+     "overhead": section_overhead}[args.section](args)
 
 
 if __name__ == "__main__":
