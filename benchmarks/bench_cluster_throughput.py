@@ -44,7 +44,6 @@ def build_cfg(args):
 
 def time_generations(pool, cfg, generations: int) -> float:
     """Members evaluated per second over `generations` population evaluations (no tell: pure pool)."""
-    import numpy as np
     from evoplat.platform.population.noise import Population
     from evoplat.platform.population.generation import member_ranges
     from test_faults_support import es_parts
@@ -111,7 +110,7 @@ def main() -> int:
         f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
         "shared with other users",
         f"- command: `{cmd}`",
-        f"- cluster: `cluster/local_cluster.sh start 2` (head 0 CPU + 2 worker nodes x 1 CPU, token auth)",
+        "- cluster: `cluster/local_cluster.sh start 2` (head 0 CPU + 2 worker nodes x 1 CPU, token auth)",
         f"- workload: MLP 784-256-10, popsize {args.popsize}, chunk {args.chunk}, batch {args.batch}, "
         f"{args.generations} generations per round, {args.rounds} alternating rounds",
         f"- load before: `{load_before}`; after: `{load_after}`",

@@ -93,7 +93,7 @@ def main():
                   f"| sequential | {seq['trials_total']} | {rows_s[-1]['train_loss']:.4f} | {seq['test_acc']:.4f} | {ws:.0f} |",
                   f"| sharded 2x{args.shard_size} | {sh['trials_total']} | {rows_h[-1]['train_loss']:.4f} | "
                   f"{sh['test_acc']:.4f} | {wh:.0f} |",
-                  f"", f"merged rounds overruled by the guard: {sum(r['merges_overruled'] for r in rows_h)}", ""]
+                  "", f"merged rounds overruled by the guard: {sum(r['merges_overruled'] for r in rows_h)}", ""]
     text = "\n".join(lines)
     print(text)
     with open(args.out, "a") as f:

@@ -15,8 +15,6 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
-import time
 
 import torch
 

@@ -95,7 +95,7 @@ def main():
     sizes = [bytes_per_generation(config(args.data_root, n)) for n in (128, 1024)]
     noise = noise_cost(cfg, 101_770)
     lines = [header("ES scaling and traffic, MLP 784-128-10 on MNIST, batch 1000"),
-             f"| workers (1 CPU each) | generations/s at popsize 512 | member evaluations/s |",
+             "| workers (1 CPU each) | generations/s at popsize 512 | member evaluations/s |",
              "|---:|---:|---:|",
              f"| 1 | {g1:.3f} | {g1 * 512:.0f} |", f"| 2 | {g2:.3f} | {g2 * 512:.0f} |",
              f"\n**2 vs 1 workers: {g2 / g1:.2f}x** (target >= 1.7x).\n",

@@ -21,7 +21,6 @@ from conftest import synthetic_config
 from evoplat.cli import main
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.lowrank import make_perturbation
-from evoplat.platform.population.noise import Population
 from evoplat.platform.run.rundir import load_checkpoint
 from evoplat.platform.strategies import OpenAIES, SNES, StrategyState
 from evoplat.platform.strategies.optim import make_optimizer

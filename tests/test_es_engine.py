@@ -113,7 +113,6 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_nan_fitness_is_counted_and_never_reaches_theta(tmp_path):
     """A member whose weights make the loss NaN ranks worst; the center stays finite."""
-    from evoplat.platform.population.noise import Population
     from evoplat.platform.strategies import OpenAIES
     from evoplat.platform.strategies.optim import make_optimizer
     strat = OpenAIES(4, 0.1, make_optimizer("adam", 0.1))

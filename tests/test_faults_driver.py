@@ -14,7 +14,6 @@ import sys
 import time
 
 import pyarrow.parquet as pq
-import pytest
 
 from evoplat.cli import main as evoplat_main
 from evoplat.platform.run.rundir import RunDirectory

@@ -6,7 +6,6 @@ import io
 import math
 
 import pyarrow.parquet as pq
-import pytest
 from conftest import synthetic_config
 
 import evoplat

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from evoplat.platform.config import build_config
 from evoplat.platform.data import load_dataset
 from evoplat.platform.models import build_model
-from evoplat.methods.rso.nets import RSONet
 from evoplat.methods.rso.search import RSOSearch, choose
 from evoplat.methods.rso.plan import anneal_scale, group_batches, perturbations, visiting_order
 from evoplat.methods.rso.shard import MergeGuard, apply_changes, shard_ranges

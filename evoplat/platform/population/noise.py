@@ -11,14 +11,16 @@ with opposite signs; a strategy that evaluates its parent as member 0 gives that
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Union
-
 import contextlib
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:                 # members.py imports this module: only the annotation needs it here
+    from evoplat.platform.population.members import FullRankChunk
 
 _MASK32 = (1 << 32) - 1
 

@@ -1,11 +1,10 @@
 """OpenAI-ES (Salimans et al. 2017): antithetic sampling, centered ranks, weight decay, Adam or SGD."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from evoplat.platform.population.noise import CounterNoise, Population
-from evoplat.platform.population.shaping import centered_ranks, sanitize
+from evoplat.platform.population.shaping import centered_ranks
 from evoplat.platform.strategies.base import StrategyState, thread_independent
 from evoplat.platform.strategies.optim import apply_gradient
 
