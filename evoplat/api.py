@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from evoplat.platform.config import ExperimentConfig, load_config, to_yaml
 from evoplat.platform.data import check_available
+from evoplat.platform.device import driver_device
 from evoplat.platform.registry import METHODS
 from evoplat.platform.run.context import RunContext
 from evoplat.platform.run.loop import run_loop
@@ -75,6 +76,7 @@ def prepare(config: Any = None, run_dir=None, resume=None, overrides: Sequence |
             raise ResumeError(f"resume error: checkpoint in {run.path} is for '{state.get('algorithm')}', "
                               f"config says '{cfg.algorithm}'")
         check_address(cfg.runtime)
+        driver_device(cfg.run.device)          # run.device: cuda on a machine without one
         check_available(cfg.data, data_root, fallback=False)   # the checkpoint was trained on this data
         run.truncate("step", int(state["step"]))
         return PreparedRun(cfg, run, state, created=False)
@@ -82,6 +84,7 @@ def prepare(config: Any = None, run_dir=None, resume=None, overrides: Sequence |
         raise UsageError("usage error: give a config (a YAML path, a mapping or an ExperimentConfig) or resume=")
     cfg = load_config(config, overrides)
     check_address(cfg.runtime)
+    driver_device(cfg.run.device)
     check_available(cfg.data, data_root)
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg.name or cfg.algorithm)
     RunDirectory.check_new(path, overwrite)

@@ -9,7 +9,8 @@
 #          RESULT consequential cifar10 - cifar10_sgd: ...
 # Expected time (estimate, benchmarks/reproduce/throughput.md): about 27.5 single-core CPU hours: MNIST
 # 0.08 h (4.6 CPU s per epoch), CIFAR-10 27.4 h (548 CPU s per epoch x 30 epochs x 6 runs).
-# The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
+# The training uses the GPU when there is one (`run.device`, default auto; run.device=cpu forces the CPU),
+# so there the CPU-hour estimate is an upper bound (see benchmarks/reproduce/throughput.md).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/consequential-<stamp>); every run is an ordinary evoplat run

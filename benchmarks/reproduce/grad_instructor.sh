@@ -11,7 +11,8 @@
 #          RESULT grad_instructor enn - plain: +X.XX ± X.XX (sd) points over seeds 0,1,2,3,4 (paired); paper +2.8
 # Expected time (estimate, benchmarks/reproduce/throughput.md): about 0.6 single-core CPU hours (2.4 CPU s
 # per full-data episode x 900 episodes + 20 deploy runs), about 20 minutes on 2 idle cores.
-# The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
+# The deploy runs use the GPU when there is one (`run.device`, default auto); the RL episodes run on the
+# pool's workers, on a GPU only with runtime.gpus_per_worker > 0 (the config sets none).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/grad_instructor-<stamp>); every run is an ordinary evoplat run

@@ -10,7 +10,8 @@
 # Expected time (estimate, benchmarks/reproduce/throughput.md): about 345 single-core CPU hours, from the
 # measured 0.027 CPU s per training image (VGG16 width 1, forward+backward) and 0.011 s per evaluated
 # image, x 45,000 + 15,000 images x 100 epochs x 9 runs; ES and control phases not included.
-# The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
+# The backprop epochs and the control use the GPU when there is one (`run.device`, default auto), so there
+# the CPU-hour estimate is an upper bound; the ES phases run on CPU workers (runtime.gpus_per_worker: 0).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/hybrid-<stamp>); every run is an ordinary evoplat run

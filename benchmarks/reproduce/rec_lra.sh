@@ -12,7 +12,8 @@
 # wall on 2 idle cores: the MNIST part 0.18 h (measured in a full run: 6.0 / 4.5 CPU s per rec-LRA /
 # backprop member-epoch), the ResNet-20 part 65 h (0.0079 CPU s per training image, 392 s per epoch,
 # x 100 epochs x 6 members).
-# The backprop parts run on the CPU even on a GPU machine (see benchmarks/reproduce/throughput.md).
+# The members train on the pool's workers, which use a GPU only with runtime.gpus_per_worker > 0 (these
+# configs set none), so this runs on the CPU; a single run (no population) uses the GPU (`run.device`).
 #
 # DATA_DIR (argument, default $EVOPLAT_DATA) holds MNIST/raw (torchvision layout) and cifar10.npz.
 # Run directories go to --out DIR (default runs/reproduce/rec_lra-<stamp>); every run is an ordinary evoplat run

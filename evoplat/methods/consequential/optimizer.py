@@ -82,14 +82,15 @@ def _solve_spd(m: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """m^-1 rhs for a symmetric positive (semi)definite m, solved in float64 (m is small: n x n or d x d).
 
     Cholesky first; if m is numerically singular (strength 1 without damping) fall back to lstsq, which
-    gives the minimum-norm solution the exact APA update asks for.
+    gives the minimum-norm solution the exact APA update asks for. That solve runs on the CPU: on CUDA
+    lstsq only offers 'gels', which assumes full rank.
     """
     m64, r64 = m.double(), rhs.double()
     chol, info = torch.linalg.cholesky_ex(m64)
     if int(info) == 0:
         out = torch.cholesky_solve(r64, chol)
     else:
-        out = torch.linalg.lstsq(m64, r64, driver="gelsd").solution
+        out = torch.linalg.lstsq(m64.cpu(), r64.cpu(), driver="gelsd").solution.to(rhs.device)
     return out.to(rhs.dtype)
 
 

@@ -49,7 +49,7 @@ class ConsequentialTrainer(Trainer):
 
     def setup(self) -> None:
         ccfg = self.cfg.consequential
-        self.data, self.model = self.data_and_model()
+        self.data, self.model = self.data_and_model(self.device)
         self.optimizer = build_optimizer(self.model, ccfg)
         steps = -(-len(self.data.x_train) // ccfg.batch_size)
         self.steps_per_epoch = min(steps, ccfg.max_steps_per_epoch) if ccfg.max_steps_per_epoch else steps

@@ -25,12 +25,13 @@ FORMAT = "evoplat-enn-v1"
 def save_enn_artefact(path: str | os.PathLike, enn: ENN, gcfg, example_image: Optional[torch.Tensor] = None,
                       extra: Optional[dict] = None) -> Path:
     path = Path(path)
-    state = {"format": FORMAT, "enn_state": {k: v.detach().clone() for k, v in enn.state_dict().items()},
+    # CPU tensors: the artefact is reused on machines with or without a GPU
+    state = {"format": FORMAT, "enn_state": {k: v.detach().cpu().clone() for k, v in enn.state_dict().items()},
              "enn_channels": list(gcfg.enn_channels), "enn_input": gcfg.enn_input,
              "resize_factor": gcfg.resize_factor, "resize_antialias": gcfg.resize_antialias,
              "probe_size": gcfg.probe_size, "guidance_weight": gcfg.guidance_weight, **(extra or {})}
     if example_image is not None:
-        state["example_image"] = example_image.detach().clone()
+        state["example_image"] = example_image.detach().cpu().clone()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)

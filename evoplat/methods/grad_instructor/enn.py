@@ -135,6 +135,12 @@ class Instructor:
         self.source, self.probe = source, probe
         self.resize = Resize(factor, antialias)
 
+    def to(self, device) -> "Instructor":
+        """Move the ENN and the probe batch to the target's device (in place)."""
+        self.enn = self.enn.to(device)
+        self.probe = None if self.probe is None else self.probe.to(device)
+        return self
+
     def image(self, model: nn.Module) -> torch.Tensor:
         if self.source == "first_layer":    # resize, then scale: same result, 40x fewer multiplications
             layer = first_linear(model)
@@ -151,7 +157,7 @@ def guided_extra_loss(instructor: Optional[Instructor], weight: float, l1: float
         return None
 
     def extra(model: nn.Module) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=first_linear(model).weight.device)
         if instructor is not None and weight:
             total = total - weight * instructor.score(model)
         if l1:
@@ -185,6 +191,10 @@ class TargetTraining:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 he_init_(self.model)
+        # drawn on the CPU above, so the initial weights do not depend on where the data lives
+        self.model.to(self.x_train.device)
+        if instructor is not None:
+            instructor.to(self.x_train.device)
         self.optimizer = make_torch_optimizer(gcfg.optimizer, self.model.parameters(), gcfg.lr)
         self.extra = guided_extra_loss(instructor, gcfg.guidance_weight, gcfg.l1)
         self.epoch = 0

@@ -21,6 +21,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from evoplat.platform.data import load_dataset
 from evoplat.methods.grad_instructor.enn import ENN, Instructor, TargetTraining, build_enn
+from evoplat.platform.population.evaluator import pick_device
 from evoplat.platform.population.shaping import centered_ranks
 
 
@@ -115,11 +116,12 @@ def value_update(gcfg, channels, phi: torch.Tensor, adam: FlatAdam, images, retu
 
 
 class EpisodeHost:
-    """What a worker hosts: the dataset, and `episode(phi, update, pair, sign)` on demand."""
+    """What a worker hosts: the dataset (on the worker's GPU when runtime.gpus_per_worker > 0), and
+    `episode(phi, update, pair, sign)` on demand."""
 
     def __init__(self, cfg, data_root: Optional[str] = None):
         self.cfg, self.gcfg = cfg, cfg.grad_instructor
-        self.data = load_dataset(cfg.data, data_root)
+        self.data = load_dataset(cfg.data, data_root, pick_device(cfg.runtime.gpus_per_worker))
         n = self.gcfg.train_subset or len(self.data.x_train)
         self.x_train, self.y_train = self.data.x_train[:n], self.data.y_train[:n]
         self.probe = self.data.x_train[:self.gcfg.probe_size]
@@ -152,7 +154,7 @@ class EpisodeHost:
                "train_acc": stats["train_acc"], "train_loss": stats["train_loss"],
                "enn_grad_norm": stats.get("enn_grad_norm", 0.0), "seconds": time.perf_counter() - t0}
         if g.rl_rule == "value":
-            out["images"] = torch.cat(snaps)
+            out["images"] = torch.cat(snaps).cpu()     # the critic's update runs on the driver's CPU
         return out
 
     def _snapshot_marks(self) -> set:

@@ -113,7 +113,7 @@ class GradInstructorTrainer(Trainer):
         cfg, g = self.cfg, self.cfg.grad_instructor
         if g.mode == "deploy":
             self.unit = "epoch"          # a deploy run counts target epochs, not RL updates
-        self.data = load_dataset(cfg.data, self.data_root)
+        self.data = load_dataset(cfg.data, self.data_root, self.device)
         if g.mode == "deploy":
             self.target = TargetTraining(g, cfg.model, self.data, cfg.seed, deploy_instructor(g, self.data))
             return

@@ -27,6 +27,7 @@ from torch.func import functional_call, vmap
 
 from evoplat.platform.data import load_dataset
 from evoplat.platform.models import build_model
+from evoplat.platform.population.evaluator import pick_device
 from evoplat.platform.population.noise import CounterNoise, Population
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.task import FITNESS
@@ -160,7 +161,8 @@ def apply_members(base_subset: torch.Tensor, scale: torch.Tensor, u: torch.Tenso
 
 # -- the evaluator a worker hosts -------------------------------------------------------------------
 class HybridPhaseEvaluator:
-    """Holds a model replica and the validation examples; scores members of the current phase.
+    """Holds a model replica and the validation examples; scores members of the current phase, on a GPU
+    when the worker has one (runtime.gpus_per_worker > 0), like the ES evaluator.
 
     With subset 'classifier' on a model with `features`/`classifier` modules, the features of the
     validation examples are computed once per phase and only the classifier runs per member.
@@ -168,7 +170,7 @@ class HybridPhaseEvaluator:
 
     def __init__(self, cfg, data_root: Optional[str] = None, device: Optional[str] = None):
         self.cfg, hc = cfg, cfg.hybrid
-        self.device = torch.device(device or "cpu")
+        self.device = torch.device(device) if device else pick_device(cfg.runtime.gpus_per_worker)
         data = load_dataset(cfg.data, data_root)
         n = min(hc.fitness_examples, len(data.x_val)) if hc.fitness_examples else len(data.x_val)
         if n == 0:

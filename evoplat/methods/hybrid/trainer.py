@@ -1,5 +1,5 @@
-"""The hybrid trainer (`algorithm: hybrid`): backprop epochs on the driver's replica, ES phases on the
-worker pool (docs/hybrid.md, Specification).
+"""The hybrid trainer (`algorithm: hybrid`): backprop epochs on the driver's replica (on `run.device`),
+ES phases on the worker pool (docs/hybrid.md, Specification).
 
     for epoch t = 1..T:  one backprop epoch;  if an ES phase is due at t: G generations of ES over the
                          chosen parameter subset, starting from the backprop weights.
@@ -95,7 +95,8 @@ class ESPhase:
             accepted += int(info.get("accepted", 0))
             eval_s += info["eval_s"]
         after = self.center_fitness(state.center, phase, base, state.generation)
-        theta = apply_members(self.layout.flatten(model), scale, state.center)
+        # the search runs on the CPU (noise, strategy); only the result goes back to the model's device
+        theta = apply_members(self.layout.flatten(model).cpu(), scale, state.center)
         self.layout.load_into(model, theta)
         es_state.update(generation=state.generation, phases=es_state["phases"] + 1,
                         accepted=es_state["accepted"] + accepted)
@@ -125,7 +126,7 @@ class HybridTrainer(Trainer):
 
     def setup(self) -> None:
         cfg, hc = self.cfg, self.cfg.hybrid
-        self.data, self.model = self.data_and_model()
+        self.data, self.model = self.data_and_model(self.device)
         self.optimizer = build_optimizer(hc, self.model)
         # Nothing here draws from torch's global RNG, but its state is checkpointed (for wrapped optimizers
         # or models that might): seed it so that it is a function of the run seed, not of the process.

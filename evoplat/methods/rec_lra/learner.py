@@ -115,21 +115,25 @@ class RecLRALearner:
 
 
 class RecLRAMemberHost:
-    """What a pool worker hosts for a rec-LRA population: the data (loaded once per data config), and
-    one epoch of any member, whose full state travels with the work item. A member's epoch depends
-    only on (its config, its state, the epoch), never on the worker, so a lost item re-runs exactly."""
+    """What a pool worker hosts for a rec-LRA population: the data (loaded once per data config, on the
+    worker's GPU when runtime.gpus_per_worker > 0), and one epoch of any member, whose full state travels
+    with the work item. A member's epoch depends only on (its config, its state, the epoch), never on
+    the worker, so a lost item re-runs exactly."""
 
     def __init__(self, data_root: Optional[str] = None):
         self.data_root, self._data = data_root, {}
 
     def run_epoch(self, cfg, state: Optional[dict]) -> tuple[dict, dict]:
         from evoplat.platform.data import load_dataset
+        from evoplat.platform.device import cpu_state
+        from evoplat.platform.population.evaluator import pick_device
         key = cfg.data.model_dump_json()
         if key not in self._data:
-            self._data[key] = load_dataset(cfg.data, self.data_root)
+            self._data[key] = load_dataset(cfg.data, self.data_root, pick_device(cfg.runtime.gpus_per_worker))
         learner = RecLRALearner(cfg, self._data[key])
         if state is not None:
             learner.load_state_dict(state)
         row = learner.train_epoch()
         row.update(learner.evaluate())
-        return learner.state_dict(), row
+        # the state goes back to the driver's checkpoint, which must load without a GPU
+        return cpu_state(learner.state_dict()), row

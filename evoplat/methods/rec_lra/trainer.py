@@ -68,7 +68,7 @@ class RecLRATrainer(Trainer):
             self.rows: list = [{} for _ in self.members]
             self.workers = self.pool(functools.partial(RecLRAMemberHost, self.data_root))
         else:
-            self.learner = RecLRALearner(cfg, load_dataset(cfg.data, self.data_root))
+            self.learner = RecLRALearner(cfg, load_dataset(cfg.data, self.data_root, self.device))
             self.epoch_times: list = []
 
     def step(self):

@@ -166,6 +166,11 @@ class RunConfig(StrictModel):
     tensorboard_histograms: bool = Field(False, description="Also write histograms of the ES center θ (and "
                                                             "SNES's per-parameter σ) every step.")
     torch_threads: Optional[int] = Field(None, ge=1, description="Torch threads of the driver (default: torch's).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the driver-side training runs (backprop, rec-LRA, consequential, "
+                            "grad-instructor, the hybrid's backprop epochs and control phase): auto = cuda "
+                            "when torch sees a CUDA device, else cpu; cuda without one is an error before "
+                            "the run starts. ES and RSO ignore it (ES workers: runtime.gpus_per_worker).")
 
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")

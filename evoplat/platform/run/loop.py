@@ -7,13 +7,15 @@
     trainer.finish() after a complete run; pools shut down whatever happens
 
 Checkpoints hold {"algorithm", **trainer.state_dict(), "best", "step", "wall_time"}, so a resumed
-run continues bit for bit and its metrics table is cut back to the checkpoint's step.
+run continues bit for bit and its metrics table is cut back to the checkpoint's step. Their tensors are
+saved on the CPU: a run trained on a GPU resumes (or is inspected) on a machine without one.
 """
 from __future__ import annotations
 
 import math
 from typing import Optional
 
+from evoplat.platform.device import cpu_state
 from evoplat.platform.registry import METHODS
 from evoplat.platform.run.context import RunContext
 from evoplat.platform.run.trainer import Trainer
@@ -111,8 +113,8 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
             last = _last_row(rows)
             if step % cfg.run.checkpoint_every == 0 or reason is not None:
                 trainer.save_artifacts()
-                ctx.checkpoint(step, {"algorithm": cfg.algorithm, **trainer.state_dict(),
-                                      "best": dict(best.values)})
+                ctx.checkpoint(step, cpu_state({"algorithm": cfg.algorithm, **trainer.state_dict(),
+                                                "best": dict(best.values)}))
         extra = trainer.finish() if reason == "complete" else None
         if extra:
             ctx.report(dict(extra, phase=extra.get("phase", "final"), step=trainer.steps_done + 1, final=True))

@@ -76,12 +76,19 @@ class Trainer:
         """Called with every checkpoint: write method artefacts (files other tools read) to run_path."""
 
     # -- what the platform provides -----------------------------------------------------------------
-    def data_and_model(self):
-        """The configured dataset and a freshly initialised model sized for it."""
+    @property
+    def device(self):
+        """Where driver-side training runs (`run.device` resolved): backprop-based methods use it."""
+        from evoplat.platform.device import driver_device
+        return driver_device(self.cfg.run.device)
+
+    def data_and_model(self, device="cpu"):
+        """The configured dataset and a freshly initialised model sized for it, both on `device`
+        (the weights are drawn on the CPU first, so they do not depend on the device)."""
         from evoplat.platform.data import load_dataset
         from evoplat.platform.models import build_model
-        data = load_dataset(self.cfg.data, self.data_root)
-        return data, build_model(self.cfg.model, data.input_shape, data.num_classes)
+        data = load_dataset(self.cfg.data, self.data_root, device)
+        return data, build_model(self.cfg.model, data.input_shape, data.num_classes).to(device)
 
     def pool(self, factory: Callable[[], Any]):
         """A pool of workers, each hosting `factory()`; the loop shuts it down when the run ends."""
