@@ -123,6 +123,21 @@ def test_trial_resources_reserve_the_es_pool():
     assert trial_resources(local, tune_section(local)).bundles == [{"CPU": 1}]
 
 
+def test_trials_use_a_gpu_only_when_they_reserve_one(tmp_path):
+    from evoplat.platform.config import ConfigError
+    from evoplat.platform.run.tune import run_tune, trial_config, trial_resources, tune_section
+    raw = hybrid_raw()
+    assert trial_config(raw, {}).run.device == "cpu"                 # auto, nothing reserved: the CPU
+    with_gpu = hybrid_raw(tune={"trial_gpus": 1})
+    assert trial_config(with_gpu, {}).run.device == "auto"
+    assert trial_resources(build_config(with_gpu), tune_section(build_config(with_gpu))).bundles[0] == \
+        {"CPU": 1, "GPU": 1}
+    raw["run"]["device"] = "cuda"                                     # asked for, not reserved: one line
+    with pytest.raises(ConfigError, match="tune.trial_gpus"):
+        run_tune(raw, storage=str(tmp_path / "tune"))
+    assert not (tmp_path / "tune").exists()
+
+
 def test_tune_section_is_generic():
     from evoplat.platform.run.tune import trial_config, tune_section
     es_raw = {k: v for k, v in hybrid_raw().items() if k != "hybrid"} | {"algorithm": "es"}

@@ -199,6 +199,10 @@ class TuneConfig(StrictModel):
     max_failures: int = Field(2, ge=0, description="Times a failed trial is retried from its last checkpoint.")
     trial_cpus: float = Field(1.0, gt=0, description="CPUs of each trial's own process (backprop, driver "
                                                      "loop); its ES workers add runtime.num_workers bundles.")
+    trial_gpus: float = Field(0.0, ge=0, description="GPUs reserved for each trial's own process. With 0 a "
+                                                     "trial trains on the CPU (run.device auto means cpu in a "
+                                                     "trial: concurrent trials must not share an unreserved "
+                                                     "GPU); run.device cuda then is a config error.")
     keep_checkpoints: int = Field(4, ge=1, description="Checkpoints kept per trial (PBT needs > 2: a donor's "
                                                        "checkpoint must survive until it is copied).")
 

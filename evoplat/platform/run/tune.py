@@ -46,7 +46,13 @@ def trial_config(base_raw: dict, trial: dict) -> ExperimentConfig:
             set_dotted(raw, key, value)
     set_dotted(raw, "run.checkpoint_every", 1)       # every report carries a checkpoint
     set_dotted(raw, "run.eval_every", 1)             # and the validation metric the scheduler ranks by
-    return build_config(raw)
+    cfg = build_config(raw)
+    if not tune_section(cfg).trial_gpus and cfg.run.device == "auto":
+        # Ray hides no GPU from a process that reserved none: 'auto' would put every concurrent trial
+        # on the same GPU, uncounted. A trial uses a GPU only when tune.trial_gpus reserves it one.
+        set_dotted(raw, "run.device", "cpu")
+        cfg = build_config(raw)
+    return cfg
 
 
 def search_space(space: dict, for_pbt: bool = False) -> dict:
@@ -70,7 +76,7 @@ def search_space(space: dict, for_pbt: bool = False) -> dict:
 def trial_resources(cfg: ExperimentConfig, tcfg: TuneConfig):
     """One bundle for the trial process, one per ES worker (none with backend 'local')."""
     from ray import tune
-    bundles = [{"CPU": tcfg.trial_cpus}]
+    bundles = [{"CPU": tcfg.trial_cpus, **({"GPU": tcfg.trial_gpus} if tcfg.trial_gpus else {})}]
     if cfg.runtime.backend == "ray":
         worker = {"CPU": cfg.runtime.cpus_per_worker}
         if cfg.runtime.gpus_per_worker:
@@ -282,6 +288,9 @@ def run_tune(config: str | dict, overrides: list[str] = (), data_root: Optional[
         cfg0 = load_config(config, list(overrides))
         base_raw = yaml.safe_load(to_yaml(cfg0))
     cfg = build_config(base_raw)
+    if cfg.run.device == "cuda" and not tune_section(cfg).trial_gpus:
+        raise ConfigError("config error: run.device = 'cuda' in a sweep needs tune.trial_gpus > 0 (a GPU "
+                          "reserved for each trial), or run.device auto/cpu")
     source = cfg.data.source
     check_available(cfg.data, data_root)
     if cfg.data.source != source:       # data.fallback was taken: every trial must load the same data
