@@ -110,7 +110,7 @@ class ChainForward:
             return h.unsqueeze(0).expand(chunk.size, *h.shape)
         name, m = self.layers[first]
         shared = self._shared_terms(chunk, first, name, m, h)
-        per_member = shared[1][0].numel() * x.element_size()
+        per_member = max(1, shared[1][0].numel() * x.element_size())
         step = self.block_members or (chunk.size if x.device.type != "cpu" else self.BLOCK_BYTES // per_member)
         step = max(1, min(chunk.size, step))
         self._fresh_last = step >= chunk.size
