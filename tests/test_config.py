@@ -48,6 +48,14 @@ def test_yaml_file_and_errors(tmp_path):
         load_config(p)
 
 
+def test_every_preset_is_a_valid_config():
+    from pathlib import Path
+    presets = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+    assert len(presets) > 10
+    for path in presets:
+        assert load_config(path).algorithm, path.name
+
+
 def test_every_option_is_documented():
     lines = describe_options()
     assert len(lines) > 40
