@@ -54,7 +54,12 @@ def test_lowrank_noise_is_identical_in_another_process():
     assert np.array_equal(here, there)
 
 
-@pytest.mark.parametrize("make,shape", [(_mlp, (7, 20)), (_cnn, (5, 3, 6, 6))])
+def _linear():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(20, 5))        # one weight layer: first and last
+
+
+@pytest.mark.parametrize("make,shape", [(_mlp, (7, 20)), (_cnn, (5, 3, 6, 6)), (_linear, (7, 20))])
 @pytest.mark.parametrize("kind", ["full", "lowrank"])
 @pytest.mark.parametrize("source", ["counter", "table"])
 @pytest.mark.parametrize("vector_sigma", [False, True])

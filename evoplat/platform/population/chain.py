@@ -170,6 +170,8 @@ class ChainForward:
             return self._lowrank_first(blk, i, *parts)
         base, delta = parts
         out = self.buffer((i, "out"), (blk.size, *base.shape), base)
+        if out is None:         # a one-layer model: its output is the forward's result
+            out = base.new_empty(blk.size, *base.shape)
         if blk.paired:          # antithetic pairs in order: broadcast each key's term over its pair
             k0, k1 = blk.key_range
             mult = blk.mult.view(-1, 2, *([1] * (delta.dim() - 1)))
