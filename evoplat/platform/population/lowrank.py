@@ -102,9 +102,11 @@ class LowRankNoise(KeyedNoise):
                     if not inn:
                         total[off:off + out] += wk @ parts[0]
                         continue
-                    a = (parts[0] * wk[:, None, None]).permute(1, 0, 2).reshape(out, -1)    # [out, K r]
-                    b = parts[1].permute(1, 0, 2).reshape(inn, -1)                          # [in, K r]
-                    total[off:off + out * inn] += (a @ b.T).flatten()
+                    # [K r, out]^T @ [K r, in] accumulated in place: for rank 1 both operands are views of
+                    # the factors (no permuted copies) and the product lands in `total` directly.
+                    a = (parts[0] * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
+                    b = parts[1].transpose(1, 2).reshape(-1, inn)
+                    total[off:off + out * inn].view(out, inn).addmm_(a.T, b)
         return total.numpy()
 
 

@@ -213,8 +213,11 @@ class NoiseTable(KeyedNoise):
         if out is None:
             out = np.empty((len(keys), self.dim), dtype=np.float32)
         offs = self.offsets(generation, np.maximum(keys, 0))
-        if self.dim <= 256:     # short vectors: one gather for all keys (a slice per key costs ~1 us)
-            out[...] = self.table[offs[:, None] + np.arange(self.dim)]
+        if self.dim <= 16384:
+            # Short vectors (low-rank factors): one fancy index into the table's window view, ~3x faster
+            # than a slice per key at 1,188 values and ~5x faster than an index-array gather at 50.
+            # Long vectors copy row by row: the window index goes through a temporary, twice the copying.
+            out[...] = np.lib.stride_tricks.sliding_window_view(self.table, self.dim)[offs]
         else:
             for row, a in enumerate(offs):
                 out[row] = self.table[a:a + self.dim]
