@@ -11,7 +11,7 @@ Sections (each writes its own results file):
   overhead  the pool's round trip per generation with workers that do nothing: a P-ES population out,
          fitness back, on 2 Ray workers -> results/es_pool_overhead.md
 
-    python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20]
+    python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -104,39 +104,77 @@ def ray_pool(cfg, data_root, workers: int):
     return pool
 
 
+def _time_local(kind: str, chunk: int, data_root: str, generations: int) -> dict:
+    cfg = pes_config(kind, 1, chunk=chunk, workers=1, backend="local")
+    return time_es(cfg, local_pool(cfg, data_root), generations)
+
+
+def time_local_elsewhere(kind: str, args) -> dict:
+    """The in-process run (`runtime.backend: local`) in a fresh process without Ray, as a user runs it:
+    the benchmark's own process is a Ray driver, whose background threads share its cores."""
+    import multiprocessing
+    with multiprocessing.get_context("spawn").Pool(1) as child:
+        return child.apply(_time_local, (kind, args.chunk, args.data_root, args.generations))
+
+
 def section_pes(args) -> None:
+    """Every setting once per round, rounds one after another: the host's speed drifts by up to half
+    within minutes here, so each setting is reported as the median over rounds with its range, beside
+    the GEMM peak measured in the same rounds."""
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    peak = {t: gemm_gflops(t) for t in (1, 2)}
-    rows = []
-    for kind in ("full", "lowrank"):
-        for setting in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers"):
-            workers = 2 if "2 workers" in setting else 1
-            cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers)
-            pool = local_pool(cfg, args.data_root) if setting.startswith("local") else \
-                ray_pool(cfg, args.data_root, workers)
-            try:
-                r = time_es(cfg, pool, args.generations)
-            finally:
-                pool.shutdown()
-                time.sleep(1)
-            rows.append((kind if kind == "full" else "lowrank r=1", setting, r))
-            print(rows[-1], flush=True)
+    settings = [(kind, where) for kind in ("full", "lowrank")
+                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers")]
+    runs = {s: [] for s in settings}
+    peaks = {1: [], 2: []}
+    for rnd in range(args.rounds):
+        for t in (1, 2):
+            peaks[t].append(gemm_gflops(t))
+        for kind, where in settings:
+            workers = 2 if "2 workers" in where else 1
+            if where.startswith("local"):
+                r = time_local_elsewhere(kind, args)
+            else:
+                cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers)
+                pool = ray_pool(cfg, args.data_root, workers)
+                try:
+                    r = time_es(cfg, pool, args.generations)
+                finally:
+                    pool.shutdown()
+                    time.sleep(1)
+            runs[(kind, where)].append(r)
+            print(rnd, kind, where, {k: round(v, 4) for k, v in r.items()}, flush=True)
     ray.shutdown()
+    med = statistics.median
     lines = [header("ES throughput on P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256)"),
-             f"- OpenAI-ES, table noise, chunk {args.chunk}, {args.generations} timed generations after 3 "
-             "warm-up; a generation = ask + evaluate on the pool + tell (the driver's update, on one thread)",
-             f"- fp32 GEMM peak (2048^3, this script): {peak[1]:.0f} GFLOP/s on 1 thread, {peak[2]:.0f} on 2",
+             f"- OpenAI-ES, table noise, chunk {args.chunk}; {args.rounds} rounds, each timing every setting "
+             f"for {args.generations} generations after 3 warm-up; a generation = ask + evaluate on the pool + "
+             "tell (the driver's update, on one thread); the in-process runs in a fresh process without Ray. "
+             "Each cell: the median over rounds [min-max].",
+             f"- fp32 GEMM peak (2048^3, measured at the start of each round): {med(peaks[1]):.0f} "
+             f"[{min(peaks[1]):.0f}-{max(peaks[1]):.0f}] GFLOP/s on 1 thread, {med(peaks[2]):.0f} "
+             f"[{min(peaks[2]):.0f}-{max(peaks[2]):.0f}] on 2",
              f"- load: `{args.load}`; long background runs paused (SIGSTOP) while timing", "",
              "| perturbation | where | generations/s | ms/generation | median eval_s (ms) | median tell_s (ms) | "
              "tell share | worker peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for kind, setting, r in rows:
-        lines.append(f"| {kind} | {setting} | {r['gen_s']:.2f} | {1e3 * r['s_gen']:.1f} | {1e3 * r['eval_s']:.1f} | "
-                     f"{1e3 * r['tell_s']:.2f} | {100 * r['tell_s'] / r['s_gen']:.1f}% | {r['rss_mb']:.0f} |")
-    for kind in ("full", "lowrank r=1"):
-        loc = next(r for k, s, r in rows if k == kind and s.startswith("local"))
-        two = next(r for k, s, r in rows if k == kind and s == "ray, 2 workers")
-        lines.append(f"\n{kind}: 2 Ray workers / in-process on 2 threads = **{two['gen_s'] / loc['gen_s']:.2f}x**")
+
+    def cell(values, fmt="{:.2f}"):
+        return f"{fmt.format(med(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+    for kind, where in settings:
+        rs = runs[(kind, where)]
+        name = kind if kind == "full" else "lowrank r=1"
+        lines.append(f"| {name} | {where} | {cell([r['gen_s'] for r in rs])} | "
+                     f"{1e3 * med(r['s_gen'] for r in rs):.1f} | {1e3 * med(r['eval_s'] for r in rs):.1f} | "
+                     f"{1e3 * med(r['tell_s'] for r in rs):.2f} | "
+                     f"{cell([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% | "
+                     f"{max(r['rss_mb'] for r in rs):.0f} |")
+    for kind in ("full", "lowrank"):
+        ratios = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, "local, 2 threads")],
+                                                                 runs[(kind, "ray, 2 workers")])]
+        name = kind if kind == "full" else "lowrank r=1"
+        lines.append(f"\n{name}: 2 Ray workers / in-process on 2 threads, round by round: "
+                     f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**)")
     write("es_throughput", "\n".join(lines) + "\n")
 
 
@@ -254,6 +292,7 @@ def main() -> None:
     p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead"], required=True)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--chunk", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="pes: rounds over all settings (median, range)")
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--popsizes", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536])
     p.add_argument("--scale-chunk", type=int, default=256)
