@@ -102,7 +102,7 @@ def value_gradient(channels, phi: torch.Tensor, images: torch.Tensor, returns: t
     enn = enn_from_vector(channels, phi)
     loss = torch.nn.functional.mse_loss(enn(images), returns)
     grads = torch.autograd.grad(loss, list(enn.parameters()))
-    return -torch.cat([g.reshape(-1) for g in grads]), float(loss)
+    return -torch.cat([g.reshape(-1) for g in grads]), float(loss.detach())
 
 
 def value_update(gcfg, channels, phi: torch.Tensor, adam: FlatAdam, images, returns) -> tuple:
