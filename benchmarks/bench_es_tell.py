@@ -1,0 +1,95 @@
+"""The driver's ES update (`tell`) alone on P-ES: milliseconds per update, full rank and low rank r=1.
+
+The update runs on one thread between generations while the workers wait, so its cost is a share of
+every generation (issue 14: under 10%). This times `strategy.tell` with random fitness on the driver's
+objects only (no pool, no data), `--repeats` times per perturbation kind, after a warm-up.
+
+`--compare DIR` times another checkout of the code (a `git worktree` of an older commit, say) in
+alternation with this one, each in a fresh process with that checkout first on PYTHONPATH, so that
+both are measured in the same sitting on the same machine.
+
+    python benchmarks/bench_es_tell.py [--repeats 300] [--rounds 3] [--compare /tmp/old]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import header, write  # noqa: E402
+from bench_es_throughput import pes_config  # noqa: E402
+
+
+def tell_ms(kind: str, repeats: int) -> list[float]:
+    from evoplat.platform.models import build_model
+    from evoplat.platform.population.evaluator import make_es_noise
+    from evoplat.platform.population.forward import ParamLayout
+    from evoplat.platform.strategies import build_strategy
+    cfg = pes_config(kind, 1, chunk=128)
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    layout = ParamLayout(model)
+    strategy, noise = build_strategy(cfg.es), make_es_noise(cfg, layout)
+    state = strategy.init(layout.flatten(model))
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(repeats + 10):
+        pop = strategy.ask(state)
+        fitness = rng.normal(size=pop.size)
+        t0 = time.perf_counter()
+        state, _ = strategy.tell(state, fitness, noise, pop)
+        if i >= 10:
+            times.append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def child(repeats: int) -> None:
+    import evoplat
+    src = Path(evoplat.__file__).resolve().parents[1]
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=src).stdout.strip()
+    print(json.dumps({"commit": rev, **{k: statistics.median(tell_ms(k, repeats)) for k in ("full", "lowrank")}}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=300, help="timed updates per kind and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds, each a fresh process per checkout")
+    p.add_argument("--compare", default=None, help="another checkout, timed in alternation with this one")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args.repeats)
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    checkouts = [("this checkout", None)] + ([("compared", args.compare)] if args.compare else [])
+    runs = {name: [] for name, _ in checkouts}
+    for _ in range(args.rounds):
+        for name, path in checkouts:
+            env = dict(os.environ, **({"PYTHONPATH": str(Path(path).resolve())} if path else {}))
+            res = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(name, runs[name][-1], flush=True)
+    lines = [header("The ES update (tell) alone on P-ES: ms per update on the driver"),
+             f"- {args.repeats} timed updates per kind after 10 warm-up, random fitness, popsize 256, OpenAI-ES + Adam, "
+             f"table noise; {args.rounds} rounds, each a fresh process per checkout, checkouts in alternation; "
+             "each cell: the median over rounds of the per-round median [min-max]",
+             f"- load: `{load}`", "",
+             "| checkout | commit | full rank (ms) | low rank r=1 (ms) |", "|---|---|---:|---:|"]
+    for name, _ in checkouts:
+        rs = runs[name]
+        cells = [f"{statistics.median(r[k] for r in rs):.2f} [{min(r[k] for r in rs):.2f}-{max(r[k] for r in rs):.2f}]"
+                 for k in ("full", "lowrank")]
+        lines.append(f"| {name} | {rs[0]['commit']} | {cells[0]} | {cells[1]} |")
+    write("es_tell", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
