@@ -36,7 +36,11 @@ def main() -> None:
              "not a timing; on an idle machine a cycle takes about 32 minutes",
              "- steps 1-5 and 7 reproduce the first cycle of the 2026-11-24 run of the same configuration "
              "(results/rso.md, 3b) to the printed digits; step 6 differs slightly (78.99% vs 79.16% test, 13 vs "
-             "14 rounding-guard re-decisions), not investigated", "",
+             "14 rounding-guard re-decisions), not investigated",
+             "- steps 1-12 ran on a 2-core AMD EPYC host (2026-11-24 and 2026-12-02), steps 13-19 on a 2-core Intel "
+             "Xeon host (2026-12-05), where RSO ran at less than half the AMD host's speed: block1's sweep at about "
+             "55 trials per minute (sampled; about 130 on the AMD host), steps 17-19 (block4, block3, block2; machine otherwise idle) in 317, "
+             "568 and 1073 s, so a cycle there takes roughly 80-90 minutes", "",
              "Test accuracy (all 10,000 test images) after each finished cycle:", "",
              "| cycles done | test acc | best so far | train loss | paper |", "|---:|---:|---:|---:|---|"]
     for c in range(1, done // STEPS_PER_CYCLE + 1):
