@@ -43,10 +43,11 @@ def write(name: str, text: str) -> Path:
     return path
 
 
-def git_rev() -> str:
+def git_rev(where: Path | None = None) -> str:
+    """The short commit of the checkout holding `where` (default: these benchmarks)."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+                              cwd=where or Path(__file__).parent).stdout.strip()
     except OSError:
         return "?"
 

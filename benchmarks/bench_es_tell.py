@@ -24,20 +24,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import header, write  # noqa: E402
-from bench_es_throughput import pes_config  # noqa: E402
+from _common import git_rev, header, write  # noqa: E402
+from bench_es_throughput import driver_side, pes_config  # noqa: E402
 
 
 def tell_ms(kind: str, repeats: int) -> list[float]:
-    from evoplat.platform.models import build_model
-    from evoplat.platform.population.evaluator import make_es_noise
-    from evoplat.platform.population.forward import ParamLayout
-    from evoplat.platform.strategies import build_strategy
-    cfg = pes_config(kind, 1, chunk=128)
-    model = build_model(cfg.model, (1, 28, 28), 10)
-    layout = ParamLayout(model)
-    strategy, noise = build_strategy(cfg.es), make_es_noise(cfg, layout)
-    state = strategy.init(layout.flatten(model))
+    strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128))
     rng = np.random.default_rng(0)
     times = []
     for i in range(repeats + 10):
@@ -52,9 +44,7 @@ def tell_ms(kind: str, repeats: int) -> list[float]:
 
 def child(repeats: int) -> None:
     import evoplat
-    src = Path(evoplat.__file__).resolve().parents[1]
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=src).stdout.strip()
+    rev = git_rev(Path(evoplat.__file__).resolve().parent)
     print(json.dumps({"commit": rev, **{k: statistics.median(tell_ms(k, repeats)) for k in ("full", "lowrank")}}))
 
 

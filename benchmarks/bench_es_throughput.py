@@ -65,18 +65,24 @@ def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, ba
     return build_config(raw)
 
 
-def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
-    """Generations/s of `generations` full ES generations (ask, evaluate on the pool, tell)."""
-    from evoplat.methods.es.trainer import ESTrainer  # noqa: F401  (registers the method)
+def driver_side(cfg) -> tuple:
+    """The driver's (strategy, keyed noise, initial state) for P-ES, as the ES trainer builds them."""
     from evoplat.platform.models import build_model
     from evoplat.platform.population.evaluator import make_es_noise
     from evoplat.platform.population.forward import ParamLayout
-    from evoplat.platform.population.generation import ESGeneration
     from evoplat.platform.strategies import build_strategy
-    layout = ParamLayout(build_model(cfg.model, (1, 28, 28), 10))
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    layout = ParamLayout(model)
     strategy = build_strategy(cfg.es)
-    state = strategy.init(layout.flatten(build_model(cfg.model, (1, 28, 28), 10)))
-    loop = ESGeneration(pool, strategy, make_es_noise(cfg, layout), cfg.runtime.chunk_size)
+    return strategy, make_es_noise(cfg, layout), strategy.init(layout.flatten(model))
+
+
+def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
+    """Generations/s of `generations` full ES generations (ask, evaluate on the pool, tell)."""
+    from evoplat.methods.es.trainer import ESTrainer  # noqa: F401  (registers the method)
+    from evoplat.platform.population.generation import ESGeneration
+    strategy, noise, state = driver_side(cfg)
+    loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
     for _ in range(warmup):
         state, _, _ = loop.step(state)
     infos, t0 = [], time.perf_counter()
