@@ -1,12 +1,20 @@
-"""Report of the RSO paper-configuration run kept under benchmarks/results/runs/rso_mnist_paper.
+"""Report of the RSO paper-configuration runs kept under benchmarks/results/runs/.
 
 The run (experiments/rso_mnist.yaml: the paper's network, batch 5000, all 60,000 training images, sigma
 annealed over 50 cycles) is resumed across sessions:
 
     evoplat run --resume benchmarks/results/runs/rso_mnist_paper --data-root DATA --set run.max_steps=35
 
-This script reads its metrics and writes results/rso_paper.md: test accuracy after every layer group
-and after every finished cycle, beside the paper's figures (98% after 5 cycles, 99.1% after 50).
+The sharded run of the same configuration (2 shards of 64 on 2 workers, a Jacobi-style approximation
+of the sequential sweep) lives beside it, for the gap between the two:
+
+    evoplat run experiments/rso_mnist.yaml --data-root DATA --set rso.sharded=true \
+        --set runtime.num_workers=2 --set run.max_steps=35 --run-dir benchmarks/results/runs/rso_mnist_paper_sharded
+    evoplat run --resume benchmarks/results/runs/rso_mnist_paper_sharded --data-root DATA --set run.max_steps=35
+
+This script reads their metrics and writes results/rso_paper.md: test accuracy after every layer group
+and after every finished cycle, beside the paper's figures (98% after 5 cycles, 99.1% after 50), and the
+sharded run's accuracy and its gap to the sequential one at every cycle both have finished.
 
     python benchmarks/report_rso_paper.py
 """
@@ -21,13 +29,43 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
 
 RUN = Path(__file__).resolve().parent / "results" / "runs" / "rso_mnist_paper"
+SHARDED = RUN.with_name("rso_mnist_paper_sharded")
 PAPER = {5: "98%", 50: "99.1%"}     # the paper's MNIST figures by cycles done
 STEPS_PER_CYCLE = 7                 # fc + 6 conv blocks (BN folded into its block)
 
 
+def sweeps(run: Path) -> pd.DataFrame:
+    m = pd.read_parquet(run / "metrics.parquet")
+    return m[m["phase"] == "sweep"].sort_values("step")
+
+
+def gap_lines() -> list[str]:
+    """Sequential vs sharded test accuracy after each cycle both runs have finished."""
+    if not (SHARDED / "metrics.parquet").exists():
+        return ["", "Sharded run (2 shards of 64 on 2 workers): not started."]
+    seq, sh = sweeps(RUN), sweeps(SHARDED)
+    done = int(sh["step"].max())
+    lines = ["", f"Sharded run (`benchmarks/results/runs/rso_mnist_paper_sharded`: 2 shards of 64 on 2 workers, "
+             f"merge guard on; {done} of {5 * STEPS_PER_CYCLE} steps done). Test accuracy after each finished cycle:", "",
+             "| cycles done | sequential | sharded | sharded - sequential (points) | merges overruled in the cycle |",
+             "|---:|---:|---:|---:|---:|"]
+    for c in range(1, done // STEPS_PER_CYCLE + 1):
+        step = c * STEPS_PER_CYCLE
+        b = sh[sh["step"] == step].iloc[0]
+        overruled = int(sh[(sh["step"] > step - STEPS_PER_CYCLE) & (sh["step"] <= step)]["merges_overruled"].sum())
+        a = seq[seq["step"] == step]
+        left = f"{100 * a.iloc[0]['test_acc']:.2f}%" if len(a) else "(not yet)"
+        diff = f"{100 * (b['test_acc'] - a.iloc[0]['test_acc']):+.2f}" if len(a) else ""
+        lines.append(f"| {c} | {left} | {100 * b['test_acc']:.2f}% | {diff} | {overruled} |")
+    if done % STEPS_PER_CYCLE:
+        last = sh.iloc[-1]
+        lines.append(f"| (step {done}: cycle {int(last['cycle']) + 1}, {last['layer']}) | | "
+                     f"{100 * last['test_acc']:.2f}% | | |")
+    return lines
+
+
 def main() -> None:
-    m = pd.read_parquet(RUN / "metrics.parquet")
-    m = m[m["phase"] == "sweep"].sort_values("step")
+    m = sweeps(RUN)
     done = int(m["step"].max())
     lines = [header("RSO, the paper's configuration: 5 cycles on full MNIST at batch 5000, resumed across sessions"),
              f"- run directory: `benchmarks/results/runs/rso_mnist_paper` (committed; `--resume` continues it); "
@@ -55,6 +93,7 @@ def main() -> None:
     lines += [f"| {int(r['step'])} | {int(r['cycle'])} | {r['layer']} | {int(r['trials'])} | {r['accepted_frac']:.3f} | "
               f"{r['train_loss']:.4f} | {100 * r['test_acc']:.2f}% | {int(r['guard_full'])} | {r['wall_time']:.0f} |"
               for _, r in m.iterrows()]
+    lines += gap_lines()
     write("rso_paper", "\n".join(lines) + "\n")
 
 
