@@ -9,7 +9,7 @@ import torch
 
 from evoplat.platform.config import build_config, load_config
 from evoplat.methods.consequential.optimizer import ConsequentialOptimizer
-from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
+from evoplat.platform.run.rundir import load_checkpoint
 from evoplat.methods.consequential import trainer
 
 from conftest import run_in

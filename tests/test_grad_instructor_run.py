@@ -5,8 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evoplat.platform.config import build_config, to_yaml
-from evoplat.platform.run.rundir import RunDirectory
+from evoplat.platform.config import build_config
 from evoplat.platform.run.report import report
 
 from conftest import run_in

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evoplat.platform.config import build_config, to_yaml
-from evoplat.platform.run.rundir import RunDirectory
+from evoplat.platform.config import build_config
 
 from conftest import run_in
 

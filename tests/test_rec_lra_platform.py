@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoplat.platform.config import ConfigError, build_config, load_config, to_yaml
-from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
+from evoplat.platform.config import ConfigError, build_config, load_config
+from evoplat.platform.run.rundir import load_checkpoint
 from evoplat.methods.rec_lra.rule import RuleSettings
 from evoplat.methods.rec_lra.conv import RecLRAResNet
 from evoplat.methods.rec_lra import trainer

@@ -146,7 +146,8 @@ def test_tune_section_is_generic():
     assert tune_section(cfg) is cfg.tune
     from evoplat.methods.hybrid.trainer import DEFAULT_SPACE
     assert tune_section(build_config(hybrid_raw(tune={"search_space": {}}))).search_space == DEFAULT_SPACE
-    with pytest.raises(Exception):
+    from evoplat.platform.config import ConfigError
+    with pytest.raises(ConfigError, match="hybrid.sigma"):
         build_config(hybrid_raw(tune={"search_space": {"hybrid.sigma": {"normal": [0, 1]}}}))
 
 

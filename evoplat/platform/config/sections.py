@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry, RegistryError
+from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry
 
 
 class StrictModel(BaseModel):

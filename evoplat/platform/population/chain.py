@@ -61,7 +61,7 @@ class ChainForward:
     @classmethod
     def build(cls, model: nn.Module, layout) -> Optional["ChainForward"]:
         layers = _leaves(model)
-        for name, m in layers:
+        for _, m in layers:
             has_params = any(True for _ in m.parameters())
             if has_params and not (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1
                                                                 and m.padding_mode == "zeros")):
