@@ -71,14 +71,18 @@ def main() -> None:
              f"- run directory: `benchmarks/results/runs/rso_mnist_paper` (committed; `--resume` continues it); "
              f"{done} of {5 * STEPS_PER_CYCLE} steps done (a step is one layer group's sweep)",
              "- wall times are cumulative and include long stretches beside other work (paused or at nice 19): "
-             "not a timing; on an idle machine a cycle takes about 32 minutes",
+             "not a timing; cycle 4 (steps 22-28), on a machine idle but for one 10-minute test run during steps "
+             "24-25, took 87 minutes (block1's sweep alone 41), not the 32 minutes once estimated from 8 trials per tensor",
              "- steps 1-5 and 7 reproduce the first cycle of the 2026-11-24 run of the same configuration "
              "(results/rso.md, 3b) to the printed digits; step 6 differs slightly (78.99% vs 79.16% test, 13 vs "
              "14 rounding-guard re-decisions), not investigated",
              "- steps 1-12 ran on a 2-core AMD EPYC host (2026-11-24 and 2026-12-02), steps 13-19 on a 2-core Intel "
-             "Xeon host (2026-12-05), where RSO ran at less than half the AMD host's speed: block1's sweep at about "
-             "55 trials per minute (sampled; about 130 on the AMD host), steps 17-19 (block4, block3, block2; machine otherwise idle) in 317, "
-             "568 and 1073 s, so a cycle there takes roughly 80-90 minutes", "",
+             "Xeon host (2026-12-05): block1's sweep at about 55 trials per minute (sampled; an earlier sample of "
+             "about 130 on the AMD host was not borne out there later, see the next line), steps 17-19 (block4, block3, block2; machine otherwise idle) in 317, "
+             "568 and 1073 s, so a cycle there takes roughly 80-90 minutes",
+             "- steps 20-29 ran on a 2-core AMD EPYC host again (2026-12-05, 07:54-10:24 UTC), at about the Intel "
+             "host's speed: block1's sweep at about 57 trials per minute (sampled), steps 22-28 in 17, 215, 392, 828, "
+             "957, 2435 and 366 s", "",
              "Test accuracy (all 10,000 test images) after each finished cycle:", "",
              "| cycles done | test acc | best so far | train loss | paper |", "|---:|---:|---:|---:|---|"]
     for c in range(1, done // STEPS_PER_CYCLE + 1):
