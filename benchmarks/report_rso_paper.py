@@ -80,7 +80,7 @@ def main() -> None:
              "Xeon host (2026-12-05): block1's sweep at about 55 trials per minute (sampled; an earlier sample of "
              "about 130 on the AMD host was not borne out there later, see the next line), steps 17-19 (block4, block3, block2; machine otherwise idle) in 317, "
              "568 and 1073 s, so a cycle there takes roughly 80-90 minutes",
-             "- steps 20-29 ran on a 2-core AMD EPYC host again (2026-12-05, 07:54-10:24 UTC), at about the Intel "
+             "- steps 20-31 ran on a 2-core AMD EPYC host again (2026-12-05, 07:54-10:39 UTC), at about the Intel "
              "host's speed: block1's sweep at about 57 trials per minute (sampled), steps 22-28 in 17, 215, 392, 828, "
              "957, 2435 and 366 s", "",
              "Test accuracy (all 10,000 test images) after each finished cycle:", "",
