@@ -1,6 +1,7 @@
 """Keyed noise and the ask/tell strategies (pure processes, no Ray)."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -138,3 +139,18 @@ def test_key_weights_merge_members_by_key_in_member_order(antithetic, parent_fir
             if key >= 0:
                 expected[key] += c * (sign if power % 2 else 1.0)
         assert np.array_equal(noise.key_weights(pop, coeffs, power), expected)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_tell_leaves_the_state_it_is_given_as_it_was(optimizer):
+    # A state is a value: telling it twice gives the same next state, and an earlier generation's
+    # state kept by a caller (to compare, restart or checkpoint later) is not moved along.
+    strat = OpenAIES(8, 0.1, make_optimizer(optimizer, 0.01))
+    _, state = _drive(strat, 3, dim=6)
+    before = copy.deepcopy(state.to_dict())
+    noise, f = CounterNoise(0, 6), np.arange(8, dtype=np.float32)
+    a, _ = strat.tell(state, f, noise, strat.ask(state))
+    b, _ = strat.tell(state, f, noise, strat.ask(state))
+    assert torch.equal(a.center, b.center)
+    for k, v in before["opt_state"]["state"][0].items():
+        assert torch.equal(state.opt_state["state"][0][k], v), k

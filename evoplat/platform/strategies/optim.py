@@ -19,7 +19,11 @@ def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state
     param = torch.nn.Parameter(center.clone())
     opt = make_opt([param])
     if opt_state:
-        opt.load_state_dict(opt_state)
+        # load_state_dict keeps the tensors it is given and step() updates them in place: without the
+        # copy, the caller's state (an earlier generation's) would move along with the new one.
+        opt.load_state_dict({**opt_state, "state": {k: {n: v.clone() if isinstance(v, torch.Tensor) else v
+                                                        for n, v in s.items()}
+                                                    for k, s in opt_state["state"].items()}})
     param.grad = grad.to(param.dtype)
     opt.step()
     return param.detach(), opt.state_dict()
