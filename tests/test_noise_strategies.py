@@ -154,3 +154,29 @@ def test_tell_leaves_the_state_it_is_given_as_it_was(optimizer):
     assert torch.equal(a.center, b.center)
     for k, v in before["opt_state"]["state"][0].items():
         assert torch.equal(state.opt_state["state"][0][k], v), k
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_shortcut_takes_torch_adams_steps_bit_for_bit(weight_decay):
+    # The flat-center shortcut must be the step torch.optim.Adam takes, state dict included, so that a
+    # run's numbers and its checkpoints do not depend on which of the two paths made them. It continues
+    # whatever state torch wrote, hyperparameters included (here a weight decay its factory lacks).
+    from evoplat.platform.strategies.optim import AdamFactory, apply_gradient
+    factory = AdamFactory(0.01)
+    gen = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(1000, generator=gen))
+    opt = torch.optim.Adam([param], lr=0.01, weight_decay=weight_decay, fused=True)
+    param.grad = torch.randn(1000, generator=gen)
+    opt.step()
+    center, state = param.detach().clone(), copy.deepcopy(opt.state_dict())
+    for _ in range(4):
+        grad = torch.randn(1000, generator=gen)
+        assert factory.step(center, grad, state) is not None
+        center, state = apply_gradient(factory, center, grad, state)
+        param.grad = grad
+        opt.step()
+        assert torch.equal(center, param.detach())
+        expected = opt.state_dict()
+        assert state["param_groups"] == expected["param_groups"]
+        for k, v in expected["state"][0].items():
+            assert torch.equal(state["state"][0][k], v), k

@@ -97,15 +97,18 @@ class LowRankNoise(KeyedNoise):
                 k1 = min(k0 + chunk * 16, pop.num_keys)
                 factors, wk = self.factors(pop.generation, range(k0, k1)), w[k0:k1]
                 for seg in self.segments:
-                    parts = self._split(factors, seg)
-                    off, shape, _, out, inn = seg
+                    off, _, f, out, inn = seg
                     if not inn:
-                        total[off:off + out] += wk @ parts[0]
+                        total[off:off + out] += wk @ factors[:, f:f + out]
                         continue
-                    # [K r, out]^T @ [K r, in] accumulated in place: for rank 1 both operands are views of
-                    # the factors (no permuted copies) and the product lands in `total` directly.
-                    a = (parts[0] * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
-                    b = parts[1].transpose(1, 2).reshape(-1, inn)
+                    if self.rank == 1:      # A's 1/sqrt(1) scaling is exact: skip that copy
+                        a, b = factors[:, f:f + out] * wk[:, None], factors[:, f + out:f + out + inn]
+                    else:
+                        a, b = self._split(factors, seg)
+                        a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
+                        b = b.transpose(1, 2).reshape(-1, inn)
+                    # [K r, out]^T @ [K r, in] accumulated in place: for rank 1 b is a view of the factors
+                    # (no permuted copy) and the product lands in `total` directly.
                     total[off:off + out * inn].view(out, inn).addmm_(a.T, b)
         return total.numpy()
 

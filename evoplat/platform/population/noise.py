@@ -210,15 +210,19 @@ class NoiseTable(KeyedNoise):
 
     def block(self, generation: int, keys, out: Optional[np.ndarray] = None) -> np.ndarray:
         keys = np.asarray(list(keys), dtype=np.int64)
-        if out is None:
-            out = np.empty((len(keys), self.dim), dtype=np.float32)
         offs = self.offsets(generation, np.maximum(keys, 0))
         if self.dim <= 16384:
             # Short vectors (low-rank factors): one fancy index into the table's window view, ~3x faster
             # than a slice per key at 1,188 values and ~5x faster than an index-array gather at 50.
             # Long vectors copy row by row: the window index goes through a temporary, twice the copying.
-            out[...] = np.lib.stride_tricks.sliding_window_view(self.table, self.dim)[offs]
+            rows = np.lib.stride_tricks.sliding_window_view(self.table, self.dim)[offs]
+            if out is None:
+                out = rows              # already a fresh array: no second copy
+            else:
+                out[...] = rows
         else:
+            if out is None:
+                out = np.empty((len(keys), self.dim), dtype=np.float32)
             for row, a in enumerate(offs):
                 out[row] = self.table[a:a + self.dim]
         out[keys < 0] = 0.0

@@ -1,14 +1,52 @@
 """Optimizers on an ES gradient estimate: torch's own, driven on a single flat parameter tensor."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+from torch.optim.adam import adam as adam_step
+
+
+class AdamFactory:
+    """torch.optim.Adam at a fixed learning rate (fused where this torch has it) for a list of parameters;
+    it also continues a flat center's Adam state directly (`step`)."""
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def __call__(self, params: list) -> torch.optim.Optimizer:
+        try:
+            # One fused kernel: half the cost of the per-operation update on a 100k-parameter CPU vector.
+            return torch.optim.Adam(params, lr=self.lr, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(params, lr=self.lr)
+
+    @staticmethod
+    def step(center: torch.Tensor, grad: torch.Tensor, opt_state: dict) -> Optional[tuple[torch.Tensor, dict]]:
+        """The step torch.optim.Adam takes from `opt_state` (a state dict it wrote), as the same fused kernel
+        call on copies, without building an optimizer and its state dict: half the update's optimizer
+        time at low rank. None when the state is not one that call reproduces exactly."""
+        groups = opt_state.get("param_groups", [])
+        if len(groups) != 1 or set(opt_state["state"]) != {0}:
+            return None
+        g = groups[0]
+        if not g.get("fused") or g["amsgrad"] or g["capturable"] or g["differentiable"] or g["maximize"]:
+            return None
+        s = opt_state["state"][0]
+        param, step = center.clone(), s["step"].clone()
+        exp_avg, exp_avg_sq = s["exp_avg"].clone(), s["exp_avg_sq"].clone()
+        adam_step([param], [grad.to(param.dtype)], [exp_avg], [exp_avg_sq], [], [step],
+                  fused=True, has_complex=False, amsgrad=False, beta1=g["betas"][0],
+                  beta2=g["betas"][1], lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"],
+                  maximize=False, decoupled_weight_decay=g.get("decoupled_weight_decay", False))
+        state = {"state": {0: {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}},
+                 "param_groups": [dict(g)]}
+        return param, state
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.9) -> Callable[[list], torch.optim.Optimizer]:
     if name == "adam":
-        return lambda params: _adam(params, lr)
+        return AdamFactory(lr)
     if name == "sgd":
         return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name}")
@@ -16,6 +54,10 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9) -> Callable[[lis
 
 def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state: dict) -> tuple[torch.Tensor, dict]:
     """One optimizer step of `center` along `grad` (a descent direction convention); returns copies."""
+    if opt_state and isinstance(make_opt, AdamFactory):
+        done = make_opt.step(center, grad, opt_state)
+        if done is not None:
+            return done
     param = torch.nn.Parameter(center.clone())
     opt = make_opt([param])
     if opt_state:
@@ -27,12 +69,3 @@ def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state
     param.grad = grad.to(param.dtype)
     opt.step()
     return param.detach(), opt.state_dict()
-
-
-def _adam(params: list, lr: float) -> torch.optim.Optimizer:
-    """Adam, as one fused kernel where this torch has it for the parameters' device (half the cost of the
-    per-operation update on a 100k-parameter CPU vector, which runs every ES generation)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
