@@ -128,6 +128,10 @@ class KeyedNoise:
         i = np.arange(len(c))
         if pop.parent_first:                  # member 0 is the parent: no key
             c, i = c[1:], i[1:] - 1
+        if pop.antithetic and len(c) % 2 == 0:
+            # Each key's pair as (0 + c_+) -/+ c_-: the accumulation below, to the bit (a -0.0 included).
+            first = 0.0 + c[0::2]
+            return first - c[1::2] if power % 2 else first + c[1::2]
         keys = i // 2 if pop.antithetic else i
         if pop.antithetic and power % 2:
             c = np.where(i % 2 == 0, c, -c)
