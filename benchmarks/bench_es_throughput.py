@@ -160,7 +160,7 @@ def section_pes(args) -> None:
              f"- fp32 GEMM peak (2048^3, measured at the start of each round): {med(peaks[1]):.0f} "
              f"[{min(peaks[1]):.0f}-{max(peaks[1]):.0f}] GFLOP/s on 1 thread, {med(peaks[2]):.0f} "
              f"[{min(peaks[2]):.0f}-{max(peaks[2]):.0f}] on 2",
-             f"- load: `{args.load}`; long background runs paused (SIGSTOP) while timing", "",
+             f"- load: `{args.load}`", "",
              "| perturbation | where | generations/s | ms/generation | median eval_s (ms) | median tell_s (ms) | "
              "tell share | worker peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
 
