@@ -50,7 +50,9 @@ class LowRankNoise(KeyedNoise):
         if not inn:
             return (factors[:, f:f + out],)
         r = self.rank
-        a = factors[:, f:f + out * r].reshape(-1, out, r) * (1.0 / math.sqrt(r))
+        a = factors[:, f:f + out * r].reshape(-1, out, r)
+        if r > 1:                   # at rank 1 the scaling is exact: a view, not a scaled copy
+            a = a * (1.0 / math.sqrt(r))
         b = factors[:, f + out * r:f + (out + inn) * r].reshape(-1, inn, r)
         return a, b
 
@@ -101,12 +103,9 @@ class LowRankNoise(KeyedNoise):
                     if not inn:
                         total[off:off + out] += wk @ factors[:, f:f + out]
                         continue
-                    if self.rank == 1:      # A's 1/sqrt(1) scaling is exact: skip that copy
-                        a, b = factors[:, f:f + out] * wk[:, None], factors[:, f + out:f + out + inn]
-                    else:
-                        a, b = self._split(factors, seg)
-                        a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
-                        b = b.transpose(1, 2).reshape(-1, inn)
+                    a, b = self._split(factors, seg)
+                    a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
+                    b = b.transpose(1, 2).reshape(-1, inn)
                     # [K r, out]^T @ [K r, in] accumulated in place: for rank 1 b is a view of the factors
                     # (no permuted copy) and the product lands in `total` directly.
                     total[off:off + out * inn].view(out, inn).addmm_(a.T, b)
