@@ -1,7 +1,7 @@
 """The driver's ES update (`tell`) alone on P-ES: milliseconds per update, full rank and low rank r=1.
 
-The update runs on its fixed two threads between generations while the workers wait, so its cost is a
-share of every generation (issue 14: under 10%). This times `strategy.tell` with random fitness on the driver's
+The update runs on one thread between generations while the workers wait, so its cost is a share of
+every generation (issue 14: under 10%). This times `strategy.tell` with random fitness on the driver's
 objects only (no pool, no data), `--repeats` times per perturbation kind, after a warm-up.
 
 `--compare DIR` times another checkout of the code (a `git worktree` of an older commit, say) in

@@ -155,8 +155,7 @@ def section_pes(args) -> None:
     lines = [header("ES throughput on P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256)"),
              f"- OpenAI-ES, table noise, chunk {args.chunk}; {args.rounds} rounds, each timing every setting "
              f"for {args.generations} generations after 3 warm-up; a generation = ask + evaluate on the pool + "
-             "tell (the driver's update, on its fixed thread count); the in-process runs in a fresh process "
-             "without Ray. "
+             "tell (the driver's update, on one thread); the in-process runs in a fresh process without Ray. "
              "Each cell: the median over rounds [min-max].",
              f"- fp32 GEMM peak (2048^3, measured at the start of each round): {med(peaks[1]):.0f} "
              f"[{min(peaks[1]):.0f}-{max(peaks[1]):.0f}] GFLOP/s on 1 thread, {med(peaks[2]):.0f} "

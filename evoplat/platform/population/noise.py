@@ -152,8 +152,8 @@ class KeyedNoise:
         """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members.
 
         Members sharing a key are merged first, so an antithetic population draws each vector once. The
-        sum runs key by key in key order on the update's fixed thread count: the result is bitwise the same
-        whatever the caller's thread count (a BLAS product changes its summation order with it).
+        sum runs key by key in key order on one thread: the result is bitwise the same whatever the
+        caller's thread count (a multi-threaded BLAS product changes its summation order with it).
         """
         w = self.key_weights(pop, coeffs, power).astype(np.float32)
         total = torch.zeros(self.dim, dtype=torch.float32)
@@ -265,17 +265,14 @@ def readonly_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array))
 
 
-# The update's thread count. Reductions, element-wise kernels and BLAS products may split their work
-# (and so order floating-point sums, or pick vectorised vs scalar code for an element) by thread count;
-# on a fixed count the result is the same in every process, whatever that process's own setting. Two,
-# not one: the update's products and its 100k-element passes take 15-27% less time on two cores, and a
-# one-core machine still gets the same bits (its two threads share the core).
-UPDATE_THREADS = 2
-
-
 @contextlib.contextmanager
-def fixed_threads(n: int = UPDATE_THREADS):
-    """Run a block on `n` torch threads (default: the update's fixed count), then restore the caller's."""
+def fixed_threads(n: int = 1):
+    """Run a block on `n` torch threads, then restore the caller's count.
+
+    Reductions and element-wise kernels may split work (and so order floating-point sums, or pick
+    vectorised vs scalar code for an element) by thread count; on a fixed count the result is the same
+    in every process, whatever that process's own setting.
+    """
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)

@@ -28,12 +28,11 @@ class StrategyState:
 
 
 def thread_independent(tell):
-    """Run a strategy's update on a fixed number of torch threads (noise.UPDATE_THREADS): its result is
-    then bitwise the same in an in-process run, a Ray worker or a submitted job's driver, whatever thread
-    count that process has (reductions and element-wise kernels split their work, and so their
-    rounding, by thread count)."""
+    """Run a strategy's update on one torch thread: its result is then bitwise the same in an in-process
+    run, a Ray worker or a submitted job's driver, whatever thread count that process has (reductions
+    and element-wise kernels split their work, and so their rounding, by thread count)."""
     @functools.wraps(tell)
     def wrapper(*args, **kwargs):
-        with fixed_threads():
+        with fixed_threads(1):
             return tell(*args, **kwargs)
     return wrapper
