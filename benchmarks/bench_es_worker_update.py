@@ -14,9 +14,9 @@ members. This script times, on P-ES at low rank r=1 with 2 Ray workers (1 CPU ea
   fitness values with a gloo all-gather (torch.distributed, 127.0.0.1), no driver in the loop.
 
 Every worker update is checked against the driver's (CRC-32 of the center): each generation, or for the
-all-gather loop at its end, after the driver replayed the run from the fitness values the workers saw. It also
-times the evaluation itself (members 0-128 on one thread) in one worker alone and in both at once, and
-in-process on 1 and 2 threads: what two cores give two processes.
+all-gather loop at its end, after the driver replayed the run from the fitness values the workers saw.
+It also times the evaluation itself (members 0-128 on one thread) in one worker alone and in both at
+once, and in-process on 1 and 2 threads: what two cores give two processes.
 
     python benchmarks/bench_es_worker_update.py --data-root DATA [--generations 150] [--rounds 3]
 """
@@ -204,8 +204,8 @@ def main() -> None:
             runs[label].append(out["gen_s"])
             busy[label].append(out["busy_ms"])
         out = time_worker_loop(cfg, looping, args.generations)
-        runs[labels[4]].append(out["gen_s"])
-        busy[labels[4]].append(out["busy_ms"])
+        runs["worker loop, all-gather"].append(out["gen_s"])
+        busy["worker loop, all-gather"].append(out["busy_ms"])
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()), flush=True)
     scaling = scaling_rows(cfg, args.data_root, shipping)
     updating.shutdown(), looping.shutdown(), shipping.shutdown(), ray.shutdown()
