@@ -2,7 +2,8 @@
 
 Sections (each writes its own results file):
   pes    generations/s of OpenAI-ES, full rank and low rank (r=1): in-process (backend local, 2 torch
-         threads) and on 1 and 2 Ray workers (1 CPU each); median tell_s and eval_s; fp32 GEMM peak.
+         threads), on 1 and 2 Ray workers (1 CPU each) driven by the driver, and on 2 workers that run
+         the loop themselves (runtime.loop: workers); median tell_s and eval_s; fp32 GEMM peak.
          -> results/es_throughput.md
   nodes  generations/s with 1, 2, 4 worker nodes of cluster/local_cluster.sh (1 CPU each, one worker per
          node; private ports and state dir, stopped at the end) -> results/es_cluster_nodes.md
@@ -34,6 +35,7 @@ from _common import header, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "es_mnist.yaml"
+WORKER_LOOP = "ray, 2 workers, worker loop"
 PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
 
 
@@ -57,11 +59,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray"):
+def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver"):
     from evoplat.platform.config import build_config
     raw = yaml.safe_load(CONFIG.read_text())
     raw["es"].update(popsize=popsize, batch_size=256, perturbation=perturbation, rank=rank)
-    raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1)
+    raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1, loop=loop)
     return build_config(raw)
 
 
@@ -95,6 +97,25 @@ def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
             "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
 
 
+def time_worker_loop(cfg, pool, generations: int, warmup: int = 3, span: int = 10) -> dict:
+    """The same, with the workers running the generations (runtime.loop: workers) in spans of at most
+    `span` generations: in a run, the driver needs the state every run.eval_every (10 for ES)."""
+    from evoplat.platform.population.worker_loop import ESWorkerLoop
+    strategy, noise, state = driver_side(cfg)
+    loop = ESWorkerLoop(pool, strategy, noise, cfg.runtime.loop_span_s)
+    loop.reset(state)
+    for g in range(warmup):
+        loop.next_row(warmup - g)
+    infos, t0 = [], time.perf_counter()
+    for g in range(generations):
+        infos.append(loop.next_row(min(span - g % span, generations - g)))
+    total = time.perf_counter() - t0
+    med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
+    # eval_s here is the evaluation and the all-gather, as the slowest worker sees them
+    return {"gen_s": generations / total, "s_gen": total / generations, "tell_s": med("tell_s"),
+            "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
+
+
 def local_pool(cfg, data_root, threads: int = 2):
     from evoplat.platform.population.evaluator import ESEvaluator
     from evoplat.platform.runtime.pool import LocalPool
@@ -104,8 +125,10 @@ def local_pool(cfg, data_root, threads: int = 2):
 
 def ray_pool(cfg, data_root, workers: int):
     from evoplat.platform.population.evaluator import ESEvaluator
+    from evoplat.platform.population.worker_loop import ESLoopHost
     from evoplat.platform.runtime.pool import WorkerPool
-    pool = WorkerPool(functools.partial(ESEvaluator, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
+    host = ESLoopHost if cfg.runtime.loop == "workers" else ESEvaluator
+    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
     pool.wait_ready(timeout=600)
     return pool
 
@@ -130,7 +153,7 @@ def section_pes(args) -> None:
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     settings = [(kind, where) for kind in ("full", "lowrank")
-                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers")]
+                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers", WORKER_LOOP)]
     runs = {s: [] for s in settings}
     peaks = {1: [], 2: []}
     for rnd in range(args.rounds):
@@ -141,10 +164,11 @@ def section_pes(args) -> None:
             if where.startswith("local"):
                 r = time_local_elsewhere(kind, args)
             else:
-                cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers)
+                loop = "workers" if where == WORKER_LOOP else "driver"
+                cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers, loop=loop)
                 pool = ray_pool(cfg, args.data_root, workers)
                 try:
-                    r = time_es(cfg, pool, args.generations)
+                    r = (time_worker_loop if loop == "workers" else time_es)(cfg, pool, args.generations)
                 finally:
                     pool.shutdown()
                     time.sleep(1)
@@ -155,7 +179,9 @@ def section_pes(args) -> None:
     lines = [header("ES throughput on P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256)"),
              f"- OpenAI-ES, table noise, chunk {args.chunk}; {args.rounds} rounds, each timing every setting "
              f"for {args.generations} generations after 3 warm-up; a generation = ask + evaluate on the pool + "
-             "tell (the driver's update, on one thread); the in-process runs in a fresh process without Ray. "
+             "tell (the driver's update, on one thread); the in-process runs in a fresh process without Ray; "
+             f"`{WORKER_LOOP}`: runtime.loop workers, the workers run spans of at most 10 generations (the "
+             "default eval_every) and all-gather fitness values, eval_s includes that gather. "
              "Each cell: the median over rounds [min-max].",
              f"- fp32 GEMM peak (2048^3, measured at the start of each round): {med(peaks[1]):.0f} "
              f"[{min(peaks[1]):.0f}-{max(peaks[1]):.0f}] GFLOP/s on 1 thread, {med(peaks[2]):.0f} "
@@ -176,11 +202,12 @@ def section_pes(args) -> None:
                      f"{cell([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% | "
                      f"{max(r['rss_mb'] for r in rs):.0f} |")
     for kind in ("full", "lowrank"):
-        ratios = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, "local, 2 threads")],
-                                                                 runs[(kind, "ray, 2 workers")])]
-        name = kind if kind == "full" else "lowrank r=1"
-        lines.append(f"\n{name}: 2 Ray workers / in-process on 2 threads, round by round: "
-                     f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**)")
+        for where in ("ray, 2 workers", WORKER_LOOP):
+            ratios = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, "local, 2 threads")],
+                                                                     runs[(kind, where)])]
+            name = kind if kind == "full" else "lowrank r=1"
+            lines.append(f"\n{name}: `{where}` / in-process on 2 threads, round by round: "
+                         f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**)")
     write("es_throughput", "\n".join(lines) + "\n")
 
 

@@ -1,4 +1,5 @@
-"""The ES trainer (`algorithm: es`): a strategy over the worker pool, driven generation by generation."""
+"""The ES trainer (`algorithm: es`): a strategy over the worker pool, driven generation by generation,
+or run by the workers themselves in spans of generations (`runtime.loop: workers`, worker_loop.py)."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +11,7 @@ from evoplat.platform.models import build_model
 from evoplat.platform.population.evaluator import ESEvaluator, make_es_noise
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.generation import ESGeneration
+from evoplat.platform.population.worker_loop import ESLoopHost, ESWorkerLoop
 from evoplat.platform.population.task import make_task
 from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
@@ -23,6 +25,7 @@ class ESTrainer(Trainer):
     default_eval_every = 10
 
     budget_option = "generations"
+    supports_worker_loop = True
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -31,16 +34,37 @@ class ESTrainer(Trainer):
         self.layout = ParamLayout(self.model)
         self.strategy = build_strategy(cfg.es)
         self.noise = make_es_noise(cfg, self.layout)
+        self.ahead = None                 # the workers' loop, when they run it
+        if cfg.runtime.loop == "workers":
+            self.workers = self.pool(functools.partial(ESLoopHost, cfg, self.data_root))
+            self.ahead = ESWorkerLoop(self.workers, self.strategy, self.noise, cfg.runtime.loop_span_s)
+        else:
+            self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
+            self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size)
         self.state = self.strategy.init(self.layout.flatten(self.model))
-        self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
-        self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size)
+
+    @property
+    def state(self) -> StrategyState:
+        return self.ahead.current() if self.ahead is not None else self._state
+
+    @state.setter
+    def state(self, value: StrategyState) -> None:
+        self._state = value
+        if self.ahead is not None:
+            self.ahead.reset(value)
 
     def step(self) -> dict:
-        self.state, info, _ = self.generation.step(self.state)
-        g = self.state.generation
+        histograms = self.cfg.run.tensorboard and self.cfg.run.tensorboard_histograms
+        if self.ahead is not None:
+            # histograms need every generation's center: no running ahead then
+            info = self.ahead.next_row(1 if histograms else self.horizon - self.steps_done)
+            g = self.steps_done + 1
+        else:
+            self.state, info, _ = self.generation.step(self.state)
+            g = self.state.generation
         row = {"generation": g, **info, "retries": self.workers.stats.retries,
                "timeouts": self.workers.stats.timeouts}
-        if self.cfg.run.tensorboard and self.cfg.run.tensorboard_histograms:
+        if histograms:
             sigma = self.state.sigma          # a per-parameter tensor with SNES, else one number
             row[HISTOGRAMS] = {"theta": self.state.center}
             if torch.is_tensor(sigma) and sigma.numel() > 1:

@@ -139,11 +139,16 @@ def build_config(raw: Any) -> ExperimentConfig:
         raise ConfigError(f"config error: section '{others[0]}' belongs to algorithm {others[0]}, "
                           f"but algorithm is {algorithm}")
     try:
-        return config_class(algorithm).model_validate(raw)
+        cfg = config_class(algorithm).model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
     except RegistryError as err:
         raise ConfigError(f"config error: {err}") from None
+    if cfg.runtime.loop == "workers" and not METHODS.get(algorithm).supports_worker_loop:
+        raise ConfigError(f"config error: runtime.loop = 'workers': algorithm {algorithm} runs its steps "
+                          f"on the driver (workers can run the loop for: "
+                          f"{', '.join(n for n in METHODS.names() if METHODS.get(n).supports_worker_loop)})")
+    return cfg
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

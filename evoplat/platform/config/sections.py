@@ -140,6 +140,17 @@ class RuntimeConfig(StrictModel):
     local_num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a local Ray instance started "
                                                                   "in-process (default: all).")
     spread_nodes: bool = Field(True, description="Place workers with the SPREAD strategy across nodes.")
+    loop: Literal["driver", "workers"] = Field(
+        "driver", description="Who runs the generations (algorithm es). driver: the driver asks, ships the "
+                              "population, gathers fitness and updates, once per generation. workers: every "
+                              "worker holds the strategy too and runs many generations per call, trading "
+                              "fitness values with its peers directly (a gloo group; the workers must reach "
+                              "each other over TCP); same results bit for bit, without a call per "
+                              "generation: pays off when generations are short.")
+    loop_span_s: float = Field(2.0, gt=0, description="With loop: workers, about how long one call runs "
+                                                      "(never past the next evaluation or checkpoint): "
+                                                      "longer saves calls, shorter keeps progress lines and "
+                                                      "run.max_wall_s prompt.")
 
 
 class RunConfig(StrictModel):

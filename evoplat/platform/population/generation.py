@@ -26,6 +26,27 @@ def balanced_ranges(popsize: int, chunk_size: int, workers: int, items_per_worke
     return member_ranges(popsize, chunk_size, max(1, -(-chunks // max(1, workers * items_per_worker))))
 
 
+def worker_ranges(popsize: int, chunk_size: int, workers: int) -> list[tuple[int, int]]:
+    """One contiguous, chunk-aligned member range per worker (possibly empty), covering the population:
+    for workers that each evaluate their own share every generation."""
+    chunks = -(-popsize // chunk_size)
+    per = -(-chunks // workers)
+    return [(min(r * per * chunk_size, popsize), min((r + 1) * per * chunk_size, popsize)) for r in range(workers)]
+
+
+def generation_info(fitness: np.ndarray, pop, eval_s: float, tell_s: float, noise_s: float,
+                    peak_rss_mb: float, bytes_broadcast: int) -> dict:
+    """The metrics row of one generation, whoever ran it (the driver or the workers themselves)."""
+    clean, nonfinite = sanitize(fitness)
+    finite = clean[np.isfinite(fitness)] if nonfinite < len(fitness) else clean
+    return dict(
+        fitness_mean=float(finite.mean()), fitness_max=float(finite.max()), fitness_min=float(finite.min()),
+        nonfinite=nonfinite, evals_per_s=len(fitness) / eval_s, eval_s=eval_s, tell_s=tell_s,
+        worker_noise_s=noise_s, bytes_broadcast=bytes_broadcast, popsize=pop.size, worker_peak_rss_mb=peak_rss_mb,
+        sigma=float(np.mean(pop.scale)) if not np.isscalar(pop.scale) else float(pop.scale),
+    )
+
+
 class ESGeneration:
     def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate"):
         self.pool, self.strategy, self.noise = pool, strategy, noise
@@ -38,16 +59,9 @@ class ESGeneration:
         parts = self.pool.run(self.method, items, shared=(pop,))
         t_eval = time.perf_counter() - t0
         fitness = np.concatenate([p["fitness"] for p in parts])
-        clean, nonfinite = sanitize(fitness)
         t1 = time.perf_counter()
         state, info = self.strategy.tell(state, fitness, self.noise, pop)
-        finite = clean[np.isfinite(fitness)] if nonfinite < len(fitness) else clean
-        info.update(
-            fitness_mean=float(finite.mean()), fitness_max=float(finite.max()), fitness_min=float(finite.min()),
-            nonfinite=nonfinite, evals_per_s=len(fitness) / t_eval, eval_s=t_eval,
-            tell_s=time.perf_counter() - t1, worker_noise_s=float(sum(p["noise_s"] for p in parts)),
-            bytes_broadcast=pop.nbytes, popsize=pop.size,
-            worker_peak_rss_mb=max(float(p.get("peak_rss_mb", 0.0)) for p in parts),
-            sigma=float(np.mean(pop.scale)) if not np.isscalar(pop.scale) else float(pop.scale),
-        )
+        info.update(generation_info(
+            fitness, pop, t_eval, time.perf_counter() - t1, float(sum(p["noise_s"] for p in parts)),
+            max(float(p.get("peak_rss_mb", 0.0)) for p in parts), pop.nbytes))
         return state, info, fitness

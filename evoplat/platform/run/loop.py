@@ -63,6 +63,13 @@ def stop_reason(cfg, steps: int, budget: int, elapsed: float, row: dict) -> Opti
     return None
 
 
+def horizon(cfg, step: int, every: int, budget: int) -> int:
+    """The first step from `step` on after which the loop needs the trainer's state: an evaluation, a
+    checkpoint, the budget or run.max_steps."""
+    due = lambda k: -(-step // k) * k  # noqa: E731  (the first multiple of k at or after step)
+    return min(due(every), due(cfg.run.checkpoint_every), budget, cfg.run.max_steps or budget)
+
+
 def _last_row(rows) -> dict:
     return rows[-1] if isinstance(rows, list) else rows
 
@@ -97,6 +104,7 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
         while reason is None:
             step = trainer.steps_done + 1
             trainer.evaluating = step % every == 0 or step == budget
+            trainer.horizon = horizon(cfg, step, every, budget)
             rows = trainer.step()
             trainer.steps_done = step
             reason = stop_reason(cfg, step, budget, ctx.session_time(), _last_row(rows))

@@ -30,6 +30,7 @@ class Trainer:
     default_eval_every: ClassVar[int] = 1        # evaluation cadence when run.eval_every is not set
     default_search_space: ClassVar[dict] = {}    # Tune's space when tune.search_space is empty
     budget_option: ClassVar[str] = "epochs"      # the section's option that counts the run's steps
+    supports_worker_loop: ClassVar[bool] = False  # can run with runtime.loop: workers
 
     def __init__(self, cfg, data_root: Optional[str] = None, run_path=None,
                  pool_opener: Optional[Callable] = None):
@@ -39,6 +40,9 @@ class Trainer:
         self.run_path = run_path                 # the run directory (artefacts), or None
         self.steps_done = 0                      # steps completed; the loop's position
         self.evaluating = False                  # set by the loop: will this step be evaluated?
+        self.horizon = 1                         # set by the loop: the last step before it next needs the
+                                                 # trainer's state (evaluation, checkpoint, end); a trainer
+                                                 # may compute steps ahead up to it
         self._pool_opener = pool_opener
 
     # -- what a method provides ---------------------------------------------------------------------

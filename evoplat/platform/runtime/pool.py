@@ -75,6 +75,14 @@ class HostActor:
     def call(self, method: str, *args, **kwargs):
         return getattr(self.obj, method)(*args, **kwargs)
 
+    def group_address(self) -> tuple[str, int]:
+        from evoplat.platform.runtime import collective
+        return collective.group_address()
+
+    def join_group(self, rank: int, world: int, host: str, port: int, timeout_s: float) -> None:
+        from evoplat.platform.runtime import collective
+        collective.join(rank, world, host, port, timeout_s)
+
 
 @dataclass
 class PoolStats:
@@ -104,9 +112,10 @@ class WorkerPool:
         self.timeout, self.max_retries = task_timeout_s, max_task_retries
         self.spread, self.placement_group = spread, placement_group
         self.stats = PoolStats()
+        self.gang = None                  # workers joined into one group, for run_together (gang.py)
         self.actors: list = []
         self._ready: list = []            # per worker: the ref of its `ready()` call
-        self._nodes: list = []            # per worker: node id once ready, else None
+        self.nodes: list = []            # per worker: node id once ready, else None
         self._start_failures: list = []   # per worker: failed starts in a row
         for i in range(num_workers):
             self._spawn(i)
@@ -132,12 +141,12 @@ class WorkerPool:
                                                                  (os.getcwd(),))
         ready = actor.ready.remote()
         if index < len(self.actors):
-            self.actors[index], self._ready[index], self._nodes[index] = actor, ready, None
+            self.actors[index], self._ready[index], self.nodes[index] = actor, ready, None
         else:
-            self.actors.append(actor), self._ready.append(ready), self._nodes.append(None)
+            self.actors.append(actor), self._ready.append(ready), self.nodes.append(None)
             self._start_failures.append(0)
 
-    def _replace(self, index: int) -> None:
+    def replace(self, index: int) -> None:
         # Kill first even if it looks dead: a hung or unreachable actor must never deliver late work.
         try:
             ray.kill(self.actors[index], no_restart=True)
@@ -148,13 +157,13 @@ class WorkerPool:
 
     def _is_ready(self, a: int) -> bool:
         """Has worker `a` built its replica? Replaces it if it died while starting."""
-        if self._nodes[a] is not None:
+        if self.nodes[a] is not None:
             return True
         done, _ = ray.wait([self._ready[a]], timeout=0)
         if not done:
             return False
         try:
-            self._nodes[a] = ray.get(self._ready[a])
+            self.nodes[a] = ray.get(self._ready[a])
             self._start_failures[a] = 0
             return True
         except LOST_ERRORS as err:
@@ -163,8 +172,8 @@ class WorkerPool:
                 raise PoolError(f"worker {a} failed to start {self._start_failures[a]} times in a row; "
                                 f"last error: {_first_line(err)}") from None
             log.warning("worker %d failed to start (%s); replacing it", a, type(err).__name__)
-            self._event("start_failed", a, -1)
-            self._replace(a)
+            self.record("start_failed", a, -1)
+            self.replace(a)
             return False
         except rex.RayTaskError as err:
             # the hosted object could not be built: the same input fails on every worker, so no retry
@@ -177,7 +186,7 @@ class WorkerPool:
         t0 = time.monotonic()
         while not all(self._is_ready(a) for a in range(len(self.actors))):
             if time.monotonic() - t0 > limit:
-                up = sum(n is not None for n in self._nodes)
+                up = sum(n is not None for n in self.nodes)
                 if up == 0:
                     raise PoolError(f"no worker became ready within {limit:.0f}s (are there enough "
                                     f"CPUs/GPUs for {self.num_workers} workers?)")
@@ -185,7 +194,7 @@ class WorkerPool:
                             up, self.num_workers, limit)
                 break
             time.sleep(0.05)
-        return [n for n in self._nodes if n is not None]
+        return [n for n in self.nodes if n is not None]
 
     def _wait_any_ready(self) -> None:
         t0 = time.monotonic()
@@ -234,16 +243,24 @@ class WorkerPool:
                     log.warning("worker %d lost (%s); re-running item %d", att.worker, type(err).__name__,
                                 att.item)
                     self.stats.lost += 1
-                    self._event("lost", att.worker, att.item)
+                    self.record("lost", att.worker, att.item)
                     self._retry(att.item, attempts, pending, err)
-                    self._replace(att.worker)
+                    self.replace(att.worker)
                     continue
                 assert not have[att.item], f"item {att.item} completed twice"
                 results[att.item], have[att.item] = value, True
-                item_nodes[att.item] = self._nodes[att.worker]
+                item_nodes[att.item] = self.nodes[att.worker]
             self._time_out_hung(inflight, busy, attempts, pending)
         self.stats.item_nodes = item_nodes
         return results
+
+    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
+        """Call `method(*shared, *per_rank[r])` on every worker r at once, the workers joined in one group
+        that exchanges data directly (collective.py); results by rank. All or nothing: see gang.py."""
+        if self.gang is None:
+            from evoplat.platform.runtime.gang import Gang
+            self.gang = Gang(self)
+        return self.gang.run(method, per_rank, shared, units)
 
     def _time_out_hung(self, inflight: dict, busy: set, attempts: list, pending: list) -> None:
         now = time.monotonic()
@@ -254,9 +271,9 @@ class WorkerPool:
                 inflight.pop(ref)         # its late result, if any, is never read
                 busy.discard(att.worker)
                 self.stats.timeouts += 1
-                self._event("timeout", att.worker, att.item)
+                self.record("timeout", att.worker, att.item)
                 self._retry(att.item, attempts, pending, TimeoutError(f"item {att.item} > {self.timeout}s"))
-                self._replace(att.worker)
+                self.replace(att.worker)
 
     def _retry(self, item: int, attempts: list, pending: list, err: Exception) -> None:
         attempts[item] += 1
@@ -265,7 +282,7 @@ class WorkerPool:
             raise PoolError(f"work item {item} failed {attempts[item]} times; last error: {_first_line(err)}")
         pending.insert(0, item)
 
-    def _event(self, kind: str, worker: int, item: int) -> None:
+    def record(self, kind: str, worker: int, item: int) -> None:
         self.stats.events.append((time.monotonic(), kind, worker, item))
 
     def shutdown(self) -> None:
@@ -295,6 +312,10 @@ class LocalPool:
     def run(self, method: str, items: list[tuple], shared: tuple = ()) -> list:
         self.stats.item_nodes = ["local"] * len(items)
         return [getattr(self.obj, method)(*shared, *item) for item in items]
+
+    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
+        """One worker is a group of one."""
+        return [getattr(self.obj, method)(*shared, *per_rank[0])]
 
     def shutdown(self) -> None:
         pass

@@ -1,0 +1,111 @@
+"""ES generations that the workers run by themselves (`runtime.loop: workers`).
+
+With the driver loop, every generation is a round trip: the driver ships the population, the workers
+send fitness back, the driver updates. At small generations (low-rank P-ES: ~10 ms) that call costs
+more than it carries. Here every worker holds the strategy too, as in Salimans et al. (2017), and one
+call runs many generations: each worker evaluates its own chunk-aligned share of the members, the
+workers all-gather the fitness values (a few KB) and each applies the same update, so all hold the
+same state. Member fitness depends only on (center, seed, generation, member, chunk size), and the
+update runs on one thread everywhere, so the result is bitwise that of the driver loop, for any
+number of workers.
+
+The driver keeps the state at the start of each call and the fitness values of its generations; if the
+run stops inside a call (wall clock, a target on a per-generation metric), it replays the updates up
+to that generation, so what it evaluates and checkpoints is exactly the state of the step it reports.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from evoplat.platform.population.evaluator import ESEvaluator
+from evoplat.platform.population.generation import generation_info, worker_ranges
+from evoplat.platform.runtime import collective
+from evoplat.platform.strategies import build_strategy
+
+
+class ESLoopHost:
+    """What each worker hosts: the evaluator and the strategy; it runs generations with its peers."""
+
+    def __init__(self, cfg, data_root=None, device=None):
+        self.evaluator = ESEvaluator(cfg, data_root, device)
+        self.strategy = build_strategy(cfg.method)
+        self.chunk = cfg.runtime.chunk_size
+
+    def run(self, state, generations: int, rank: int) -> dict | None:
+        """Run `generations` generations from `state` with the group; rank 0 returns the final state,
+        each generation's metrics row and fitness values (the other ranks hold the same and return None)."""
+        noise = self.evaluator.noise
+        ranges = worker_ranges(self.strategy.popsize, self.chunk, collective.world_size())
+        width = max(b - a for a, b in ranges)
+        rows, seen = [], []
+        for _ in range(generations):
+            pop = self.strategy.ask(state)
+            t0 = time.perf_counter()
+            fitness, noise_s, rss = self._gather(pop, ranges, rank, width)
+            t1 = time.perf_counter()
+            state, info = self.strategy.tell(state, fitness, noise, pop)
+            # the population's center came with the call, once: count it on the call's first row
+            info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss,
+                                        0 if rows else pop.nbytes))
+            rows.append(info)
+            seen.append(fitness)
+        return {"state": state, "rows": rows, "fitness": seen} if rank == 0 else None
+
+    def _gather(self, pop, ranges, rank: int, width: int):
+        """All members' fitness, plus the workers' summed noise time and largest peak memory."""
+        a, b = ranges[rank]
+        mine = torch.full((width + 2,), float("nan"), dtype=torch.float64)
+        if b > a:
+            out = self.evaluator.evaluate(pop, a, b)
+            mine[: b - a] = torch.from_numpy(out["fitness"].astype(np.float64))
+            mine[width], mine[width + 1] = out["noise_s"], out["peak_rss_mb"]
+        else:
+            mine[width], mine[width + 1] = 0.0, 0.0
+        parts = collective.all_gather(mine)
+        fitness = np.concatenate([p[: hi - lo].numpy() for p, (lo, hi) in zip(parts, ranges)]).astype(np.float32)
+        return fitness, float(sum(p[width] for p in parts)), float(max(p[width + 1] for p in parts))
+
+
+class ESWorkerLoop:
+    """The driver's side: asks the workers for spans of generations and hands out one row per step.
+
+    A span runs until `limit` (the last step before the driver needs the state: an evaluation, a
+    checkpoint, the end) or for about `span_s` seconds, whichever is sooner, so progress lines and
+    `run.max_wall_s` stay prompt.
+    """
+
+    def __init__(self, pool, strategy, noise, span_s: float):
+        self.pool, self.strategy, self.noise, self.span_s = pool, strategy, noise, span_s
+        self.generation_s = None          # measured wall time per generation of the last span
+        self.reset(None)
+
+    def reset(self, state) -> None:
+        """Continue from `state` (the start, a checkpoint); forgets any generations run ahead."""
+        self.base = self.head = state
+        self.rows, self.fitness, self.taken = [], [], 0
+
+    def current(self):
+        """The state after the rows handed out so far (replaying the updates if workers ran further)."""
+        if self.taken < len(self.rows):
+            state = self.base
+            for fitness in self.fitness[: self.taken]:
+                state, _ = self.strategy.tell(state, fitness, self.noise, self.strategy.ask(state))
+            self.reset(state)
+        return self.head
+
+    def next_row(self, limit: int) -> dict:
+        """The next generation's metrics row, running a new span of at most `limit` generations if needed."""
+        if self.taken == len(self.rows):
+            n = max(1, min(limit, int(self.span_s / self.generation_s) if self.generation_s else 1))
+            workers = getattr(self.pool, "num_workers", 1)
+            t0 = time.perf_counter()
+            out = self.pool.run_together("run", [(n, rank) for rank in range(workers)], shared=(self.head,),
+                                         units=n)[0]
+            self.generation_s = (time.perf_counter() - t0) / n
+            self.base, self.head = self.head, out["state"]
+            self.rows, self.fitness, self.taken = out["rows"], out["fitness"], 0
+        self.taken += 1
+        return self.rows[self.taken - 1]

@@ -1,0 +1,156 @@
+"""`runtime.loop: workers`: the workers run the ES generations themselves, trading fitness values over a
+gloo group. Same weights bit for bit as the driver loop for 1, 2 and 3 workers and both perturbation
+kinds; a stop inside a span of generations checkpoints the state of the step it reports; a resumed run
+continues exactly; a worker killed or hung mid-span breaks the group, which is rebuilt and the span run
+again with the same result; a bug in the hosted code is raised at once, not retried.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from conftest import run_in, synthetic_config
+from evoplat.platform.config import ConfigError, build_config
+from evoplat.platform.population.generation import worker_ranges
+from evoplat.platform.population.worker_loop import ESLoopHost, ESWorkerLoop
+from evoplat.platform.run.rundir import load_checkpoint
+from evoplat.platform.runtime.pool import WorkerPool
+from evoplat.platform.strategies import StrategyState
+from test_faults_support import es_parts
+
+# Workers cannot import test modules: ship this one by value with the factories.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ES = {"popsize": 24, "generations": 6, "sigma": 0.05, "lr": 0.05, "batch_size": 128, "rank": 2}
+# One evaluation and one checkpoint at the end: the workers may run generations 2-6 in one call.
+RUN = {"eval_every": 6, "checkpoint_every": 6, "log_every": 100}
+
+
+def _config(perturbation="lowrank", run=None, **runtime):
+    return synthetic_config(es={**ES, "perturbation": perturbation}, runtime={"loop_span_s": 1e6, **runtime},
+                            run={**RUN, **(run or {})})
+
+
+def _last_checkpoint(run) -> dict:
+    return load_checkpoint(sorted((run.path / "checkpoints").glob("*.pt"))[-1])
+
+
+def _center(run) -> torch.Tensor:
+    return StrategyState.from_dict(_last_checkpoint(run)["strategy"]).center
+
+
+def test_worker_ranges_cover_the_population_in_chunk_aligned_shares():
+    assert worker_ranges(256, 128, 2) == [(0, 128), (128, 256)]
+    assert worker_ranges(100, 32, 3) == [(0, 64), (64, 100), (100, 100)]      # the last worker idles
+    assert worker_ranges(24, 8, 1) == [(0, 24)]
+    for pop, chunk, workers in ((24, 8, 2), (24, 8, 3), (1000, 32, 3), (5, 8, 4)):
+        ranges = worker_ranges(pop, chunk, workers)
+        assert ranges[0][0] == 0 and ranges[-1][1] == pop
+        assert all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+        assert all(a % chunk == 0 for a, b in ranges if b > a)
+
+
+@pytest.mark.parametrize("perturbation,counts", [("lowrank", (1, 2, 3)), ("full", (2,))])
+def test_worker_loop_gives_the_driver_loops_weights_bit_for_bit(ray_local, tmp_path, perturbation, counts):
+    _, ref = run_in(_config(perturbation), tmp_path / "driver")
+    for n in counts:
+        summary, run = run_in(_config(perturbation, loop="workers", num_workers=n), tmp_path / f"workers{n}")
+        assert summary["steps"] == ES["generations"]
+        assert torch.equal(_center(run), _center(ref)), f"{n} workers"
+        assert [r["fitness_mean"] for r in run.rows] == [r["fitness_mean"] for r in ref.rows]
+        assert run.rows[-1]["test_acc"] == ref.rows[-1]["test_acc"]
+
+
+def test_a_stop_inside_a_span_checkpoints_the_state_of_the_step_it_reports(ray_local, tmp_path):
+    """A target on a per-generation metric, reached at generation 4 while the workers ran to 6."""
+    _, full = run_in(_config(), tmp_path / "full")
+    target = full.rows[3]["fitness_max"]
+    first = next(r["generation"] for r in full.rows if r["fitness_max"] >= target)
+    stop = {"target_metric": "fitness_max", "target_value": target}
+    _, ref = run_in(_config(run=stop), tmp_path / "driver")
+    summary, run = run_in(_config(run=stop, loop="workers"), tmp_path / "workers")
+    assert summary["stopped"] == "target" and summary["steps"] == first < ES["generations"]
+    assert _last_checkpoint(run)["step"] == first
+    assert torch.equal(_center(run), _center(ref))
+    assert run.rows[-1]["test_acc"] == ref.rows[-1]["test_acc"]
+
+
+def test_a_resumed_worker_loop_run_ends_with_the_uninterrupted_weights(ray_local, tmp_path):
+    _, whole = run_in(_config(loop="workers"), tmp_path / "whole")
+    summary, _ = run_in(_config(run={"max_steps": 4}, loop="workers"), tmp_path / "split")
+    assert summary["stopped"] == "max_steps"
+    import evoplat
+    evoplat.run(_config(loop="workers"), resume=tmp_path / "split")
+    from evoplat.platform.run.rundir import RunDirectory
+    assert torch.equal(_center(RunDirectory.open_existing(tmp_path / "split")), _center(whole))
+
+
+def test_worker_loop_is_for_es_only():
+    with pytest.raises(ConfigError, match="runtime.loop = 'workers': algorithm rso"):
+        build_config({"algorithm": "rso", "runtime": {"loop": "workers"}})
+
+
+# -- faults: a real worker process dies or hangs inside a span ------------------------------------------
+
+class FaultyLoopHost(ESLoopHost):
+    """Rank 1, on reaching `generation` the first time (a marker file remembers), exits, hangs or raises."""
+
+    def __init__(self, cfg, marker: str, generation: int, mode: str):
+        super().__init__(cfg, None, "cpu")
+        self.marker, self.generation, self.mode = marker, generation, mode
+
+    def _gather(self, pop, ranges, rank, width):
+        if rank == 1 and pop.generation == self.generation and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            if self.mode == "exit":
+                os._exit(1)
+            if self.mode == "hang":
+                time.sleep(3600)
+            raise ValueError("a bug in the hosted code")
+        return super()._gather(pop, ranges, rank, width)
+
+
+def _span_center(cfg, pool, generations: int) -> torch.Tensor:
+    """The center after `generations`, run by `pool`'s workers (one generation, then one span)."""
+    strategy, _, state = es_parts(cfg)
+    host = ESLoopHost(cfg, None, "cpu")     # the driver's copy of the keyed noise, built as workers build it
+    loop = ESWorkerLoop(pool, strategy, host.evaluator.noise, span_s=1e6)
+    loop.reset(state)
+    for _ in range(generations):
+        loop.next_row(generations)
+    return loop.current().center
+
+
+@pytest.mark.parametrize("mode", ["exit", "hang"])
+def test_a_worker_lost_inside_a_span_rebuilds_the_group_with_the_same_result(ray_local, tmp_path, mode):
+    cfg = _config(task_timeout_s=15.0, max_task_retries=2)
+    _, ref = run_in(_config(), tmp_path / "driver")
+    pool = WorkerPool(functools.partial(FaultyLoopHost, cfg, str(tmp_path / "marker"), 3, mode), num_workers=2,
+                      task_timeout_s=15.0, max_task_retries=2)
+    try:
+        center = _span_center(cfg, pool, ES["generations"])
+    finally:
+        pool.shutdown()
+    assert (tmp_path / "marker").exists(), "the fault never fired"
+    # the first sign may be the dead worker or its peer's broken all-gather: either rebuilds the group
+    assert pool.stats.retries == 1 and pool.stats.replaced >= 2
+    assert torch.equal(center, _center(ref))
+
+
+def test_an_error_in_the_hosted_code_is_raised_not_retried(ray_local, tmp_path):
+    cfg = _config(task_timeout_s=15.0)
+    pool = WorkerPool(functools.partial(FaultyLoopHost, cfg, str(tmp_path / "marker"), 2, "raise"),
+                      num_workers=2, task_timeout_s=15.0)
+    try:
+        with pytest.raises(ValueError, match="a bug in the hosted code"):
+            _span_center(cfg, pool, 4)
+    finally:
+        pool.shutdown()
+    assert pool.stats.retries == 0
