@@ -229,14 +229,15 @@ def section_nodes(args) -> None:
         try:
             ray.init(address=f"127.0.0.1:{PORTS['EVOPLAT_RAY_PORT']}", configure_logging=False, log_to_driver=False)
             for kind in ("full", "lowrank"):
-                cfg = pes_config(kind, 1, chunk=args.chunk, workers=nodes)
-                pool = ray_pool(cfg, args.data_root, nodes)
-                try:
-                    used = len(set(pool.wait_ready(timeout=600)))
-                    r = time_es(cfg, pool, args.generations)
-                finally:
-                    pool.shutdown()
-                rows.append((nodes, used, kind, r))
+                for loop in ("driver", "workers"):
+                    cfg = pes_config(kind, 1, chunk=args.chunk, workers=nodes, loop=loop)
+                    pool = ray_pool(cfg, args.data_root, nodes)
+                    try:
+                        used = len(set(pool.wait_ready(timeout=600)))
+                        r = (time_worker_loop if loop == "workers" else time_es)(cfg, pool, args.generations)
+                    finally:
+                        pool.shutdown()
+                    rows.append((nodes, used, kind, loop, r))
                 print(rows[-1], flush=True)
             ray.shutdown()
         finally:
@@ -249,10 +250,12 @@ def section_nodes(args) -> None:
              f"- this machine has {os.cpu_count()} cores: beyond 2 nodes the nodes share them, so 4 nodes measure "
              "overhead, not added compute; a generation has ceil(256 / chunk) work items at most, so with more "
              "nodes than that the extra nodes idle", f"- load: `{args.load}`; long background runs paused while timing", "",
-             "| worker nodes | nodes used | perturbation | generations/s | median eval_s (ms) | median tell_s (ms) |",
-             "|---:|---:|---|---:|---:|---:|"]
-    lines += [f"| {n} | {u} | {k} | {r['gen_s']:.2f} | {1e3 * r['eval_s']:.1f} | {1e3 * r['tell_s']:.2f} |"
-              for n, u, k, r in rows]
+             "- loop `driver`: the pool, a call per generation; `workers`: runtime.loop workers, spans of at most "
+             "10 generations, fitness all-gathered over a gloo group between the nodes' workers", "",
+             "| worker nodes | nodes used | perturbation | loop | generations/s | median eval_s (ms) | "
+             "median tell_s (ms) |", "|---:|---:|---|---|---:|---:|---:|"]
+    lines += [f"| {n} | {u} | {k} | {lp} | {r['gen_s']:.2f} | {1e3 * r['eval_s']:.1f} | {1e3 * r['tell_s']:.2f} |"
+              for n, u, k, lp, r in rows]
     write("es_cluster_nodes", "\n".join(lines) + "\n")
 
 

@@ -15,6 +15,9 @@ members. This script times, on P-ES at low rank r=1 with 2 Ray workers (1 CPU ea
 
 Every worker update is checked against the driver's (CRC-32 of the center): each generation, or for the
 all-gather loop at its end, after the driver replayed the run from the fitness values the workers saw.
+The fifth variant was the prototype of `runtime.loop: workers` (evoplat/platform/population/
+worker_loop.py); the product's own figures come from `bench_es_throughput.py --section pes`.
+
 It also times the evaluation itself (members 0-128 on one thread) in one worker alone and in both at
 once, and in-process on 1 and 2 threads: what two cores give two processes.
 

@@ -30,6 +30,7 @@ class Gang:
     def __init__(self, pool):
         self.pool = pool
         self.formed = False
+        self.stuck = False        # a member raised: its peers may still wait in a collective
 
     def run(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
         pool = self.pool
@@ -38,6 +39,8 @@ class Gang:
                              f"got {len(per_rank)}")
         shared_refs = [ray.put(s) for s in shared]
         failures = 0
+        if self.stuck:
+            self.rebuild()
         while True:
             try:
                 self._form()
@@ -55,7 +58,7 @@ class Gang:
     def rebuild(self) -> None:
         for a in range(len(self.pool.actors)):
             self.pool.replace(a)
-        self.formed = False
+        self.formed = self.stuck = False
 
     def _form(self) -> None:
         """Start every worker and join them into one group (a single worker needs none)."""
@@ -94,5 +97,6 @@ class Gang:
                 except rex.RayTaskError as err:
                     if isinstance(err.cause, CollectiveError):
                         raise GroupBroken(f"worker {rank}: {err.cause}") from None
+                    self.stuck = True
                     raise err.cause from err
         return results
