@@ -1,6 +1,7 @@
 """A population over a multi-node `ray.cluster_utils.Cluster` (a head plus 3 one-CPU worker nodes, all
 on this machine): members are evaluated on every node, and removing the node that is evaluating a
-member range mid-generation changes nothing in the result.
+member range mid-generation changes nothing in the result. Workers that run the loop themselves
+(`runtime.loop: workers`) form their gloo group across the nodes and reach the one-worker result.
 
 The cluster is private: random ports, no dashboard, and RAY_TMPDIR pointed at a temp folder so the
 `ray_current_cluster` file it writes never makes someone else's `ray.init()` connect here.
@@ -15,8 +16,10 @@ import pytest
 import ray
 
 from conftest import synthetic_config
-from evoplat.platform.runtime.pool import WorkerPool
+from evoplat.platform.population.worker_loop import ESLoopHost
+from evoplat.platform.runtime.pool import LocalPool, WorkerPool
 from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, run_with_fault, same_tensor
+from test_worker_loop import span_center
 
 pytestmark = pytest.mark.slow
 WORKER_NODES = 3
@@ -73,6 +76,20 @@ def test_population_is_evaluated_on_every_node(cluster):
     finally:
         pool.shutdown()
         ray.kill(gate)
+
+
+def test_worker_loop_runs_across_the_nodes(cluster):
+    import functools
+    cfg = synthetic_config(runtime={"num_workers": WORKER_NODES, "loop": "workers"}, es={"popsize": 48})
+    pool = WorkerPool(functools.partial(ESLoopHost, cfg, None, "cpu"), num_workers=WORKER_NODES,
+                      cpus_per_worker=1, task_timeout_s=GUARD_S)
+    try:
+        assert set(pool.wait_ready(timeout=GUARD_S)) == {n.node_id for n in cluster.worker_nodes}
+        center = span_center(cfg, pool, GENERATIONS + 2)
+    finally:
+        pool.shutdown()
+    alone = span_center(cfg, LocalPool(functools.partial(ESLoopHost, cfg, None, "cpu")), GENERATIONS + 2)
+    assert pool.stats.retries == 0 and same_tensor(center, alone)
 
 
 def test_node_removed_mid_generation_gives_same_weights(cluster):

@@ -118,7 +118,7 @@ class FaultyLoopHost(ESLoopHost):
         return super()._gather(pop, ranges, rank, width)
 
 
-def _span_center(cfg, pool, generations: int) -> torch.Tensor:
+def span_center(cfg, pool, generations: int) -> torch.Tensor:
     """The center after `generations`, run by `pool`'s workers (one generation, then one span)."""
     strategy, _, state = es_parts(cfg)
     host = ESLoopHost(cfg, None, "cpu")     # the driver's copy of the keyed noise, built as workers build it
@@ -136,7 +136,7 @@ def test_a_worker_lost_inside_a_span_rebuilds_the_group_with_the_same_result(ray
     pool = WorkerPool(functools.partial(FaultyLoopHost, cfg, str(tmp_path / "marker"), 3, mode), num_workers=2,
                       task_timeout_s=15.0, max_task_retries=2)
     try:
-        center = _span_center(cfg, pool, ES["generations"])
+        center = span_center(cfg, pool, ES["generations"])
     finally:
         pool.shutdown()
     assert (tmp_path / "marker").exists(), "the fault never fired"
@@ -151,10 +151,10 @@ def test_an_error_in_the_hosted_code_is_raised_not_retried(ray_local, tmp_path):
                       num_workers=2, task_timeout_s=15.0)
     try:
         with pytest.raises(ValueError, match="a bug in the hosted code"):
-            _span_center(cfg, pool, 4)
+            span_center(cfg, pool, 4)
         assert pool.stats.retries == 0
         # rank 0 was left waiting in the all-gather: the next call starts from a fresh group
-        center = _span_center(cfg, pool, 4)
+        center = span_center(cfg, pool, 4)
     finally:
         pool.shutdown()
     _, ref = run_in(_config(run={"max_steps": 4}), tmp_path / "driver")
