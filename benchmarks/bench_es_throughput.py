@@ -35,7 +35,9 @@ from _common import header, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "es_mnist.yaml"
-WORKER_LOOP = "ray, 2 workers, worker loop"
+# runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
+# (the driver needs the state that often), 25 the cadence of experiments/es_mnist_lowrank.yaml
+WORKER_LOOPS = {"ray, 2 workers, worker loop, spans of 10": 10, "ray, 2 workers, worker loop, spans of 25": 25}
 PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
 
 
@@ -153,7 +155,7 @@ def section_pes(args) -> None:
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     settings = [(kind, where) for kind in ("full", "lowrank")
-                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers", WORKER_LOOP)]
+                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers", *WORKER_LOOPS)]
     runs = {s: [] for s in settings}
     peaks = {1: [], 2: []}
     for rnd in range(args.rounds):
@@ -164,11 +166,12 @@ def section_pes(args) -> None:
             if where.startswith("local"):
                 r = time_local_elsewhere(kind, args)
             else:
-                loop = "workers" if where == WORKER_LOOP else "driver"
+                loop = "workers" if where in WORKER_LOOPS else "driver"
                 cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers, loop=loop)
                 pool = ray_pool(cfg, args.data_root, workers)
                 try:
-                    r = (time_worker_loop if loop == "workers" else time_es)(cfg, pool, args.generations)
+                    r = time_worker_loop(cfg, pool, args.generations, span=WORKER_LOOPS[where]) \
+                        if loop == "workers" else time_es(cfg, pool, args.generations)
                 finally:
                     pool.shutdown()
                     time.sleep(1)
@@ -180,8 +183,9 @@ def section_pes(args) -> None:
              f"- OpenAI-ES, table noise, chunk {args.chunk}; {args.rounds} rounds, each timing every setting "
              f"for {args.generations} generations after 3 warm-up; a generation = ask + evaluate on the pool + "
              "tell (the driver's update, on one thread); the in-process runs in a fresh process without Ray; "
-             f"`{WORKER_LOOP}`: runtime.loop workers, the workers run spans of at most 10 generations (the "
-             "default eval_every) and all-gather fitness values, eval_s includes that gather. "
+             "`worker loop`: runtime.loop workers, the workers run spans of at most 10 generations (ES's default "
+             "eval_every and checkpoint_every) or 25 (es_mnist_lowrank.yaml's) and all-gather fitness values; "
+             "eval_s includes that gather. "
              "Each cell: the median over rounds [min-max].",
              f"- fp32 GEMM peak (2048^3, measured at the start of each round): {med(peaks[1]):.0f} "
              f"[{min(peaks[1]):.0f}-{max(peaks[1]):.0f}] GFLOP/s on 1 thread, {med(peaks[2]):.0f} "
@@ -202,7 +206,7 @@ def section_pes(args) -> None:
                      f"{cell([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% | "
                      f"{max(r['rss_mb'] for r in rs):.0f} |")
     for kind in ("full", "lowrank"):
-        for where in ("ray, 2 workers", WORKER_LOOP):
+        for where in ("ray, 2 workers", *WORKER_LOOPS):
             ratios = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, "local, 2 threads")],
                                                                      runs[(kind, where)])]
             name = kind if kind == "full" else "lowrank r=1"

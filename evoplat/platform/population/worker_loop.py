@@ -23,7 +23,37 @@ import torch
 from evoplat.platform.population.evaluator import ESEvaluator
 from evoplat.platform.population.generation import generation_info, worker_ranges
 from evoplat.platform.runtime import collective
-from evoplat.platform.strategies import build_strategy
+from evoplat.platform.strategies import StrategyState, build_strategy
+
+
+class WireArray:
+    """A tensor travelling as a numpy array: Ray moves arrays through its object store without pickling
+    their bytes, about half the cost of a tensor for a P-ES state (center and Adam moments, 1.2 MB)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.array = tensor.detach().cpu().numpy()
+
+
+def to_wire(tree):
+    """`tree` (a StrategyState, dicts, lists) with every tensor as a WireArray."""
+    if isinstance(tree, StrategyState):
+        return StrategyState(**{k: to_wire(v) for k, v in vars(tree).items()})
+    if isinstance(tree, dict):
+        return {k: to_wire(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_wire(v) for v in tree)
+    return WireArray(tree) if torch.is_tensor(tree) else tree
+
+
+def from_wire(tree):
+    """The inverse of to_wire; tensors are copies (arrays out of the object store are read-only)."""
+    if isinstance(tree, StrategyState):
+        return StrategyState(**{k: from_wire(v) for k, v in vars(tree).items()})
+    if isinstance(tree, dict):
+        return {k: from_wire(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(from_wire(v) for v in tree)
+    return torch.from_numpy(tree.array.copy()) if isinstance(tree, WireArray) else tree
 
 
 class ESLoopHost:
@@ -33,10 +63,14 @@ class ESLoopHost:
         self.evaluator = ESEvaluator(cfg, data_root, device)
         self.strategy = build_strategy(cfg.method)
         self.chunk = cfg.runtime.chunk_size
+        self.state = None                 # where the last call ended: the next call usually goes on from it
 
-    def run(self, state, generations: int, rank: int) -> dict | None:
-        """Run `generations` generations from `state` with the group; rank 0 returns the final state,
-        each generation's metrics row and fitness values (the other ranks hold the same and return None)."""
+    def run(self, start, generations: int, rank: int) -> dict | None:
+        """Run `generations` generations with the group from `start`: a state, or the generation number
+        of the state this worker holds from its last call (then only a number travels). Rank 0 returns
+        the final state, each generation's metrics row and fitness values (the other ranks hold the
+        same and return None)."""
+        state = self._start(start)
         noise = self.evaluator.noise
         ranges = worker_ranges(self.strategy.popsize, self.chunk, collective.world_size())
         width = max(b - a for a, b in ranges)
@@ -47,12 +81,21 @@ class ESLoopHost:
             fitness, noise_s, rss = self._gather(pop, ranges, rank, width)
             t1 = time.perf_counter()
             state, info = self.strategy.tell(state, fitness, noise, pop)
-            # the population's center came with the call, once: count it on the call's first row
-            info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss,
-                                        0 if rows else pop.nbytes))
+            # a center that came with the call counts once, on its first row
+            shipped = pop.nbytes if not rows and not isinstance(start, int) else 0
+            info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss, shipped))
             rows.append(info)
             seen.append(fitness)
-        return {"state": state, "rows": rows, "fitness": seen} if rank == 0 else None
+        self.state = state
+        return {"state": to_wire(state), "rows": rows, "fitness": seen} if rank == 0 else None
+
+    def _start(self, start):
+        if not isinstance(start, int):
+            return from_wire(start)
+        if self.state is None or self.state.generation != start:
+            held = "none" if self.state is None else f"generation {self.state.generation}"
+            raise RuntimeError(f"asked to go on from generation {start}, but this worker holds {held}")
+        return self.state
 
     def _gather(self, pop, ranges, rank: int, width: int):
         """All members' fitness, plus the workers' summed noise time and largest peak memory."""
@@ -86,6 +129,7 @@ class ESWorkerLoop:
         """Continue from `state` (the start, a checkpoint); forgets any generations run ahead."""
         self.base = self.head = state
         self.rows, self.fitness, self.taken = [], [], 0
+        self.held = False                 # do the workers hold `head`? Not after the driver moved it
 
     def current(self):
         """The state after the rows handed out so far (replaying the updates if workers ran further)."""
@@ -101,11 +145,16 @@ class ESWorkerLoop:
         if self.taken == len(self.rows):
             n = max(1, min(limit, int(self.span_s / self.generation_s) if self.generation_s else 1))
             workers = getattr(self.pool, "num_workers", 1)
+            # Workers that ended the last call where the run is hold its state: send them its number only.
+            # A group formed anew (the first call, or after a lost worker) always gets the state itself.
             t0 = time.perf_counter()
-            out = self.pool.run_together("run", [(n, rank) for rank in range(workers)], shared=(self.head,),
-                                         units=n)[0]
+            wire = to_wire(self.head)
+            out = self.pool.run_together("run", [(n, rank) for rank in range(workers)],
+                                         shared=(self.head.generation if self.held else wire,),
+                                         units=n, fresh_shared=(wire,))[0]
             self.generation_s = (time.perf_counter() - t0) / n
-            self.base, self.head = self.head, out["state"]
+            self.held = True
+            self.base, self.head = self.head, from_wire(out["state"])
             self.rows, self.fitness, self.taken = out["rows"], out["fitness"], 0
         self.taken += 1
         return self.rows[self.taken - 1]

@@ -32,18 +32,25 @@ class Gang:
         self.formed = False
         self.stuck = False        # a member raised: its peers may still wait in a collective
 
-    def run(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
+    def run(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+            fresh_shared: tuple | None = None) -> list:
+        """`fresh_shared`, if given, replaces `shared` whenever the group is formed for this call (the
+        first call, or after a rebuild): workers that have just started hold nothing from earlier calls."""
         pool = self.pool
         if len(per_rank) != len(pool.actors):
             raise ValueError(f"a gang call needs one argument tuple per worker ({len(pool.actors)}), "
                              f"got {len(per_rank)}")
-        shared_refs = [ray.put(s) for s in shared]
+        refs_of: dict = {}                # fresh group or not -> the shared arguments' refs, put once
         failures = 0
         if self.stuck:
             self.rebuild()
         while True:
             try:
+                fresh = fresh_shared is not None and not self.formed
                 self._form()
+                if fresh not in refs_of:
+                    refs_of[fresh] = [ray.put(s) for s in (fresh_shared if fresh else shared)]
+                shared_refs = refs_of[fresh]
                 refs = [a.call.remote(method, *shared_refs, *args) for a, args in zip(pool.actors, per_rank)]
                 return self._collect(refs, units * pool.timeout)
             except GroupBroken as err:

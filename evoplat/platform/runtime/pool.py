@@ -254,13 +254,15 @@ class WorkerPool:
         self.stats.item_nodes = item_nodes
         return results
 
-    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
+    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+                     fresh_shared: tuple | None = None) -> list:
         """Call `method(*shared, *per_rank[r])` on every worker r at once, the workers joined in one group
-        that exchanges data directly (collective.py); results by rank. All or nothing: see gang.py."""
+        that exchanges data directly (collective.py); results by rank. All or nothing, and `fresh_shared`
+        for a group just formed: see gang.py."""
         if self.gang is None:
             from evoplat.platform.runtime.gang import Gang
             self.gang = Gang(self)
-        return self.gang.run(method, per_rank, shared, units)
+        return self.gang.run(method, per_rank, shared, units, fresh_shared)
 
     def _time_out_hung(self, inflight: dict, busy: set, attempts: list, pending: list) -> None:
         now = time.monotonic()
@@ -305,6 +307,7 @@ class LocalPool:
     def __init__(self, factory: Callable[[], Any], **_ignored):
         self.obj = factory()
         self.stats = PoolStats()
+        self.formed = False               # has run_together been called (see gang.py)
 
     def wait_ready(self, timeout=None) -> list[str]:
         return ["local"]
@@ -313,8 +316,12 @@ class LocalPool:
         self.stats.item_nodes = ["local"] * len(items)
         return [getattr(self.obj, method)(*shared, *item) for item in items]
 
-    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1) -> list:
-        """One worker is a group of one."""
+    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+                     fresh_shared: tuple | None = None) -> list:
+        """One worker is a group of one, formed at the first call."""
+        if fresh_shared is not None and not self.formed:
+            shared = fresh_shared
+        self.formed = True
         return [getattr(self.obj, method)(*shared, *per_rank[0])]
 
     def shutdown(self) -> None:
