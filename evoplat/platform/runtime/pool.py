@@ -5,6 +5,9 @@ Work items go to whichever actor is idle; results come back in item order, so th
 depends on which actor did what. Shared arguments are put into the object store once per call: one
 copy per node, read zero-copy by every actor there.
 
+`run_together` is the other kind of call: every worker at once, joined in a group that exchanges data
+directly, all or nothing (gang.py).
+
 Failure handling (see docs/faults.md):
 - an actor that dies (killed, crashed, out of memory, its node gone) fails its in-flight item with one
   of the `LOST_ERRORS`; the item goes back to the front of the queue and the actor is replaced;
@@ -115,7 +118,7 @@ class WorkerPool:
         self.gang = None                  # workers joined into one group, for run_together (gang.py)
         self.actors: list = []
         self._ready: list = []            # per worker: the ref of its `ready()` call
-        self.nodes: list = []            # per worker: node id once ready, else None
+        self.nodes: list = []             # per worker: node id once ready, else None
         self._start_failures: list = []   # per worker: failed starts in a row
         for i in range(num_workers):
             self._spawn(i)
