@@ -11,12 +11,13 @@ members. This script times, on P-ES at low rank r=1 with 2 Ray workers (1 CPU ea
 - `worker update, serial`: the driver updates, then sends the fitness; each worker updates and evaluates;
 - `worker update, overlapped`: the driver sends the fitness first and updates while the workers work;
 - `worker loop, all-gather`: one call per round; the workers run every generation themselves and trade
-  fitness values with a gloo all-gather (torch.distributed, 127.0.0.1), no driver in the loop.
+  fitness values with a gloo all-gather, no driver in the loop: `runtime.loop: workers`
+  (evoplat/platform/population/worker_loop.py; its weights are checked bit for bit against the driver
+  loop's by tests/test_worker_loop.py), here with one span for all generations.
 
-Every worker update is checked against the driver's (CRC-32 of the center): each generation, or for the
-all-gather loop at its end, after the driver replayed the run from the fitness values the workers saw.
-The fifth variant was the prototype of `runtime.loop: workers` (evoplat/platform/population/
-worker_loop.py); the product's own figures come from `bench_es_throughput.py --section pes`.
+The worker updates of the second and third variants are checked against the driver's (CRC-32 of the
+center) every generation. (The figures recorded on 2026-12-05 for the fifth variant came from a
+prototype of the workers' loop in this script, before it was built into evoplat.)
 
 It also times the evaluation itself (members 0-128 on one thread) in one worker alone and in both at
 once, and in-process on 1 and 2 threads: what two cores give two processes.
@@ -38,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from bench_es_throughput import driver_side, pes_config, ray_pool, time_es, time_local_elsewhere, uptime  # noqa: E402
+from bench_es_throughput import (driver_side, pes_config, ray_pool, time_es, time_local_elsewhere,  # noqa: E402
+                                 time_worker_loop, uptime)
 
 ITEMS = [(0, 128), (128, 256)]
 
@@ -64,56 +66,6 @@ class UpdatingEvaluator:
         out["crc"] = zlib.crc32(self.state.center.numpy().tobytes())
         out["busy_s"] = time.perf_counter() - t0
         return out
-
-
-class LoopingEvaluator(UpdatingEvaluator):
-    """A worker that runs whole generations itself, trading fitness values with its peers directly."""
-
-    def join(self, rank: int, world: int, port: int) -> None:
-        import torch.distributed as dist
-        store = dist.TCPStore("127.0.0.1", port, world, rank == 0)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
-
-    def loop(self, generations: int, start: int, stop: int) -> dict:
-        import torch.distributed as dist
-        walls, seen = [], []
-        for _ in range(generations):
-            t0 = time.perf_counter()
-            pop = self.strategy.ask(self.state)
-            mine = torch.as_tensor(self.evaluator.evaluate(pop, start, stop)["fitness"], dtype=torch.float32)
-            parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-            dist.all_gather(parts, mine)
-            fitness = torch.cat(parts).numpy()
-            self.state, _ = self.strategy.tell(self.state, fitness, self.evaluator.noise, pop)
-            walls.append(time.perf_counter() - t0)
-            seen.append(fitness)
-        return {"walls": walls, "fitness": seen, "crc": zlib.crc32(self.state.center.numpy().tobytes())}
-
-
-def time_worker_loop(cfg, pool, generations: int, warmup: int = 5) -> dict:
-    """A warm-up call, then one timed call per worker for all generations (so the rate includes the call);
-    the driver then replays every update from the fitness values the workers saw and checks theirs."""
-    import ray
-    strategy, noise, state = driver_side(cfg)
-    ray.get([a.call.remote("sync", state) for a in pool.actors])
-    run = lambda n: ray.get([a.call.remote("loop", n, *it) for a, it in zip(pool.actors, ITEMS)])  # noqa: E731
-    seen = run(warmup)[0]["fitness"]
-    t0 = time.perf_counter()
-    outs = run(generations)
-    wall = time.perf_counter() - t0
-    for fitness in seen + outs[0]["fitness"]:
-        state, _ = strategy.tell(state, fitness, noise, strategy.ask(state))
-    if any(o["crc"] != zlib.crc32(state.center.numpy().tobytes()) for o in outs):
-        raise SystemExit("worker loop: a worker's weights differ from the driver's replay")
-    per_gen = [max(w) for w in zip(*(o["walls"] for o in outs))]
-    return {"gen_s": generations / wall, "busy_ms": 1e3 * statistics.median(per_gen)}
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def time_worker_update(cfg, pool, generations: int, overlapped: bool, warmup: int = 5) -> dict:
@@ -190,10 +142,9 @@ def main() -> None:
     ray.init(address="local", num_cpus=6, include_dashboard=False, configure_logging=False, log_to_driver=False)
     updating = WorkerPool(functools.partial(UpdatingEvaluator, cfg, args.data_root), 2, cpus_per_worker=1)
     updating.wait_ready(timeout=600)
-    looping = WorkerPool(functools.partial(LoopingEvaluator, cfg, args.data_root), 2, cpus_per_worker=1)
-    looping.wait_ready(timeout=600)
-    port = free_port()
-    ray.get([a.call.remote("join", rank, 2, port) for rank, a in enumerate(looping.actors)])
+    loop_cfg = pes_config("lowrank", 1, chunk=args.chunk, workers=2, loop="workers")
+    loop_cfg.runtime.loop_span_s = 1e6          # one call for all of a round's generations
+    looping = ray_pool(loop_cfg, args.data_root, 2)
     shipping = ray_pool(cfg, args.data_root, 2)
     labels = ["in-process", "center shipped", "worker update, serial", "worker update, overlapped",
               "worker loop, all-gather"]
@@ -206,9 +157,9 @@ def main() -> None:
             out = time_worker_update(cfg, updating, args.generations, overlapped)
             runs[label].append(out["gen_s"])
             busy[label].append(out["busy_ms"])
-        out = time_worker_loop(cfg, looping, args.generations)
+        out = time_worker_loop(loop_cfg, looping, args.generations, warmup=5, span=args.generations)
         runs["worker loop, all-gather"].append(out["gen_s"])
-        busy["worker loop, all-gather"].append(out["busy_ms"])
+        busy["worker loop, all-gather"].append(1e3 * (out["eval_s"] + out["tell_s"]))
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()), flush=True)
     scaling = scaling_rows(cfg, args.data_root, shipping)
     updating.shutdown(), looping.shutdown(), shipping.shutdown(), ray.shutdown()
@@ -219,10 +170,10 @@ def main() -> None:
     lines = [header("ES update in the workers vs the center shipped (P-ES, low rank r=1, 2 Ray workers)"),
              f"- {args.rounds} rounds x {args.generations} generations after 5 warm-up, chunk {args.chunk}; "
              f"each cell the median over rounds [min-max]; every worker's update matched the driver's "
-             f"(CRC-32 of the center: every generation; in the all-gather loop after each call, against the "
-             f"driver's replay of it)", f"- load before: `{load}`; after: `{uptime()}`",
-             "- worker busy per generation: its update and evaluation; in the all-gather loop its whole "
-             "generation, the wait for its peer's fitness values included", "",
+             f"(CRC-32 of the center, every generation); the all-gather loop is runtime.loop workers, one span",
+             f"- load before: `{load}`; after: `{uptime()}`",
+             "- worker busy per generation: its update and evaluation; in the all-gather loop the median "
+             "evaluation (the wait for its peer's fitness values included) plus the median update", "",
              "| how | generations/s | vs in-process (same round) | worker busy per generation (ms) |",
              "|---|---:|---:|---:|", *rows, "",
              "Evaluation of the same members (one generation, median of 60; for Ray the population put "

@@ -22,21 +22,24 @@ def driver_device(choice: str) -> torch.device:
     return torch.device("cuda")
 
 
+def map_leaves(tree, fn):
+    """`tree` rebuilt with `fn(leaf)` for every leaf, through dicts (copied, keeping their type and
+    attributes, e.g. a state_dict's _metadata), lists and tuples."""
+    if isinstance(tree, dict):
+        out = copy.copy(tree)
+        for key, value in tree.items():
+            out[key] = map_leaves(value, fn)
+        return out
+    if isinstance(tree, list):
+        return [map_leaves(v, fn) for v in tree]
+    if type(tree) is tuple:
+        return tuple(map_leaves(v, fn) for v in tree)
+    return fn(tree)
+
+
 def cpu_state(state):
     """`state` with every tensor on the CPU, so a checkpoint from a GPU run loads on a machine without one.
 
-    Containers are copied (keeping their type and attributes, e.g. a state_dict's _metadata) and CPU
-    tensors are kept as they are, so a CPU run saves exactly the bytes it saved before.
+    CPU tensors are kept as they are, so a CPU run saves exactly the bytes it saved before.
     """
-    if isinstance(state, torch.Tensor):
-        return state.cpu()
-    if isinstance(state, dict):
-        out = copy.copy(state)
-        for key, value in state.items():
-            out[key] = cpu_state(value)
-        return out
-    if isinstance(state, list):
-        return [cpu_state(v) for v in state]
-    if type(state) is tuple:
-        return tuple(cpu_state(v) for v in state)
-    return state
+    return map_leaves(state, lambda v: v.cpu() if isinstance(v, torch.Tensor) else v)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from evoplat.platform.device import map_leaves
 from evoplat.platform.population.evaluator import ESEvaluator
 from evoplat.platform.population.generation import generation_info, worker_ranges
 from evoplat.platform.runtime import collective
@@ -34,26 +35,15 @@ class WireArray:
         self.array = tensor.detach().cpu().numpy()
 
 
-def to_wire(tree):
-    """`tree` (a StrategyState, dicts, lists) with every tensor as a WireArray."""
-    if isinstance(tree, StrategyState):
-        return StrategyState(**{k: to_wire(v) for k, v in vars(tree).items()})
-    if isinstance(tree, dict):
-        return {k: to_wire(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(to_wire(v) for v in tree)
-    return WireArray(tree) if torch.is_tensor(tree) else tree
+def to_wire(state: StrategyState) -> dict:
+    """The state's fields with every tensor as a WireArray."""
+    return map_leaves(dict(vars(state)), lambda v: WireArray(v) if torch.is_tensor(v) else v)
 
 
-def from_wire(tree):
+def from_wire(fields: dict) -> StrategyState:
     """The inverse of to_wire; tensors are copies (arrays out of the object store are read-only)."""
-    if isinstance(tree, StrategyState):
-        return StrategyState(**{k: from_wire(v) for k, v in vars(tree).items()})
-    if isinstance(tree, dict):
-        return {k: from_wire(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(from_wire(v) for v in tree)
-    return torch.from_numpy(tree.array.copy()) if isinstance(tree, WireArray) else tree
+    return StrategyState(**map_leaves(fields, lambda v: torch.from_numpy(v.array.copy())
+                                      if isinstance(v, WireArray) else v))
 
 
 class ESLoopHost:
