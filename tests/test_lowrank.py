@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from evoplat.platform.population.forward import ParamLayout, PopulationForward
-from evoplat.platform.population.lowrank import LowRankNoise, make_perturbation
+from evoplat.platform.population.lowrank import LowRankNoise, RecentFactors, make_perturbation
 from evoplat.platform.population.noise import Population
 from evoplat.platform.strategies import OpenAIES, SNES
 from evoplat.platform.strategies.optim import make_optimizer
@@ -94,14 +94,41 @@ def test_unsupported_models_fall_back_to_materialised_members():
 
 
 @pytest.mark.parametrize("power", [1, 2])
-def test_lowrank_combine_equals_explicit_sum(power):
+@pytest.mark.parametrize("chunk", [256, 1])      # one key block; blocks of 16 keys added to the first
+def test_lowrank_combine_equals_explicit_sum(power, chunk):
     layout = ParamLayout(_cnn())
     noise = make_perturbation("lowrank", "counter", layout, rank=3, seed=4)
-    pop = Population(center=np.zeros(layout.size, np.float32), scale=1.0, size=10, generation=1)
-    coeffs = np.linspace(-1, 1, 10)
-    members = noise.members(pop, 0, 10)
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=1.0, size=70, generation=1)
+    coeffs = np.linspace(-1, 1, 70)
+    members = noise.members(pop, 0, 70)
     explicit = (torch.tensor(coeffs, dtype=torch.float32).unsqueeze(1) * members ** power).sum(0)
-    np.testing.assert_allclose(noise.combine(pop, coeffs, power=power), explicit.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(noise.combine(pop, coeffs, power=power, chunk=chunk), explicit.numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("source", ["counter", "table"])
+def test_update_reads_the_evaluations_factors_to_the_bit(source):
+    """The update reuses factor rows this process drew for its evaluation (RecentFactors): the same bits
+    as drawing them all, whether the evaluation covered every key, some of them, or another generation."""
+    layout = ParamLayout(_cnn())
+    make = lambda: make_perturbation("lowrank", source, layout, rank=2,  # noqa: E731
+                                     table_size=9000 if source == "table" else 0, seed=3)
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=0.1, size=20, generation=4)
+    coeffs = np.random.default_rng(1).normal(size=20)
+    RecentFactors._current.clear()
+    drawn = make().combine(pop, coeffs)
+    evaluator = make()                    # the evaluator's own instance, as in a worker
+    for ranges in ([(0, 8), (8, 16), (16, 20)], [(4, 10), (14, 18)], [(0, 20)]):
+        RecentFactors._current.clear()
+        for a, b in ranges:
+            evaluator.chunk(pop, a, b)
+        buf, filled = RecentFactors.buffer(evaluator._base_id(), 4)
+        assert filled == [(a // 2, b // 2) for a, b in ranges]
+        assert np.array_equal(make().combine(pop, coeffs), drawn)
+    RecentFactors._current.clear()
+    evaluator.chunk(Population(pop.center, 0.1, 20, generation=5), 0, 20)    # another generation's rows
+    assert RecentFactors.buffer(evaluator._base_id(), 4) == (None, [])
+    assert np.array_equal(make().combine(pop, coeffs), drawn)
 
 
 @pytest.mark.parametrize("make", [lambda: OpenAIES(32, 0.1, make_optimizer("adam", 0.05)),

@@ -18,6 +18,40 @@ import torch
 from evoplat.platform.population.noise import KeyedNoise, Population, fixed_threads
 
 
+class RecentFactors:
+    """One generation's factor rows, [num_keys, factor dim], filled by this process's evaluation and
+    shared by every LowRankNoise over the same base noise in the process: the update that follows in
+    the same process (backend local; each worker in the workers' loop) reads them, the keys no chunk
+    here evaluated drawn into the gaps, instead of drawing all again (after an evaluation, with the
+    table rows out of cache, that costs a fifth of a low-rank P-ES update). Factors are a pure function
+    of (base noise, generation, key): a remembered row is the same bits as a fresh draw.
+
+    A fresh buffer per generation (no chunk's rows are ever overwritten); none above `max_bytes`.
+    """
+
+    max_bytes = 16 << 20
+    _current: dict = {}           # base identity -> (generation, buffer, filled key ranges)
+
+    @classmethod
+    def rows(cls, base_id, generation: int, num_keys: int, dim: int, k0: int, k1: int):
+        """Writable rows [k0, k1) of `generation`'s buffer (made on first use), or None if too large."""
+        if num_keys * dim * 4 > cls.max_bytes or not 0 <= k0 <= k1 <= num_keys:
+            return None
+        gen, buf, filled = cls._current.get(base_id, (None, None, None))
+        if gen != generation or buf.shape != (num_keys, dim):
+            cls._current.clear()           # one generation of one run's noise at a time
+            gen, buf, filled = generation, torch.empty(num_keys, dim), []
+            cls._current[base_id] = (gen, buf, filled)
+        filled.append((k0, k1))            # the caller fills them now
+        return buf[k0:k1]
+
+    @classmethod
+    def buffer(cls, base_id, generation: int):
+        """(buffer, sorted filled key ranges) of `generation`, or (None, [])."""
+        gen, buf, filled = cls._current.get(base_id, (None, None, []))
+        return (buf, sorted(filled)) if gen == generation else (None, [])
+
+
 class LowRankNoise(KeyedNoise):
     """Keyed low-rank directions in parameter space (dimension P) built from factor vectors of `base`."""
 
@@ -59,6 +93,24 @@ class LowRankNoise(KeyedNoise):
     def factors(self, generation: int, keys, device="cpu") -> torch.Tensor:
         return torch.from_numpy(self.base.block(generation, keys)).to(device)
 
+    def _base_id(self) -> tuple:
+        b = self.base
+        return type(b).__name__, b.seed, b.dim, getattr(b, "size", 0)
+
+    def _update_factors(self, generation: int, k0: int, k1: int) -> torch.Tensor:
+        """Factor rows of keys [k0, k1): the evaluation's, with the keys it did not draw drawn into the gaps."""
+        buf, filled = RecentFactors.buffer(self._base_id(), generation)
+        if buf is None or k1 > len(buf) or not filled:
+            return self.factors(generation, range(k0, k1))
+        k = k0
+        for a, b in filled + [(k1, k1)]:
+            if a > k:
+                self.base.block(generation, range(k, min(a, k1)), out=buf[k:min(a, k1)].numpy())
+            k = max(k, b)
+            if k >= k1:
+                break
+        return buf[k0:k1]
+
     def directions(self, generation: int, keys) -> torch.Tensor:
         factors = self.factors(generation, keys)
         out = torch.empty(len(factors), self.dim)
@@ -82,8 +134,17 @@ class LowRankNoise(KeyedNoise):
     def key_views(self, generation: int, keys, device="cpu") -> list:
         return list(self.directions(generation, list(keys)).to(device))
 
-    def chunk_noise(self, generation: int, keys, device) -> "LowRankChunk":
-        return LowRankChunk(self, self.factors(generation, keys, device))
+    def chunk_noise(self, generation: int, keys, device, num_keys: int = 0) -> "LowRankChunk":
+        """The factors of distinct `keys` (sorted) of a generation of `num_keys` keys, remembered for
+        this process's update (RecentFactors) when they are a key range."""
+        rows = None
+        if num_keys and keys and keys[0] >= 0 and keys[-1] - keys[0] + 1 == len(keys):
+            rows = RecentFactors.rows(self._base_id(), generation, num_keys, self.base.dim, keys[0], keys[-1] + 1)
+        if rows is None:
+            rows = self.factors(generation, keys)
+        else:
+            self.base.block(generation, keys, out=rows.numpy())
+        return LowRankChunk(self, rows.to(device))
 
     def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
         """sum_k w_k A_k B_k^T per weight (one product over all keys), w . segment for 1-D params.
@@ -93,22 +154,27 @@ class LowRankNoise(KeyedNoise):
         if power != 1:
             return super().combine(pop, coeffs, power, chunk)
         w = torch.from_numpy(self.key_weights(pop, coeffs).astype(np.float32))
-        total = torch.zeros(self.dim)
+        if pop.num_keys == 0:
+            return np.zeros(self.dim, dtype=np.float32)
+        # The first key block writes every entry, later ones add to it: no zero-filled 400 KB to read.
+        total = torch.empty(self.dim)
         with fixed_threads():
             for k0 in range(0, pop.num_keys, chunk * 16):      # key blocks in order: bounded memory
                 k1 = min(k0 + chunk * 16, pop.num_keys)
-                factors, wk = self.factors(pop.generation, range(k0, k1)), w[k0:k1]
+                factors, wk = self._update_factors(pop.generation, k0, k1), w[k0:k1]
                 for seg in self.segments:
                     off, _, f, out, inn = seg
                     if not inn:
-                        total[off:off + out] += wk @ factors[:, f:f + out]
+                        part = wk @ factors[:, f:f + out]
+                        total[off:off + out].copy_(part) if k0 == 0 else total[off:off + out].add_(part)
                         continue
                     a, b = self._split(factors, seg)
                     a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
                     b = b.transpose(1, 2).reshape(-1, inn)
-                    # [K r, out]^T @ [K r, in] accumulated in place: for rank 1 b is a view of the factors
-                    # (no permuted copy) and the product lands in `total` directly.
-                    total[off:off + out * inn].view(out, inn).addmm_(a.T, b)
+                    # [K r, out]^T @ [K r, in] straight into `total`: for rank 1 b is a view of the
+                    # factors (no permuted copy).
+                    dst = total[off:off + out * inn].view(out, inn)
+                    torch.mm(a.T, b, out=dst) if k0 == 0 else dst.addmm_(a.T, b)
         return total.numpy()
 
 

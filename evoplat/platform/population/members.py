@@ -46,7 +46,7 @@ class MemberChunk:
         # What multiplies a layer's noise term per member: sigma * sign for a scalar sigma; with a
         # per-parameter sigma the noise itself is scaled (param_noise) and only the sign is left.
         self.mult = self.signs * self.scale if self.scalar else self.signs
-        self.source = noise.chunk_noise(pop.generation, self.keys, device)
+        self.source = noise.chunk_noise(pop.generation, self.keys, device, pop.num_keys)
 
     def block(self, start: int, stop: int) -> "MemberChunk":
         """Members [start, stop) of this chunk (positions within it), sharing its noise."""

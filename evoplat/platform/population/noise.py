@@ -143,8 +143,9 @@ class KeyedNoise:
         """One float32 tensor [dim] per key: views of the table where there is one, else fresh draws."""
         return list(torch.from_numpy(self.block(generation, keys)).to(device))
 
-    def chunk_noise(self, generation: int, keys, device) -> "FullRankChunk":
-        """The noise of distinct `keys`, read parameter by parameter by the structured forward."""
+    def chunk_noise(self, generation: int, keys, device, num_keys: int = 0) -> "FullRankChunk":
+        """The noise of distinct `keys` (of a generation of `num_keys` keys), read parameter by parameter
+        by the structured forward."""
         from evoplat.platform.population.members import FullRankChunk
         return FullRankChunk(self.key_views(generation, keys, device))
 

@@ -31,6 +31,6 @@ class OpenAIES:
         grad = torch.from_numpy(noise.combine(pop, weights)).div_(-len(weights) * state.sigma)
         if self.weight_decay:
             grad.add_(state.center, alpha=self.weight_decay)
+        info = {"grad_norm": float(grad.norm())}      # now, while the fresh gradient is still in cache
         center, opt_state = apply_gradient(self.make_optimizer, state.center, grad, state.opt_state)
-        info = {"grad_norm": float(grad.norm())}
         return StrategyState(center, state.sigma, state.generation + 1, opt_state, state.extra), info

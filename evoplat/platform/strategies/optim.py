@@ -35,10 +35,17 @@ class AdamFactory:
         s = opt_state["state"][0]
         param, step = center.clone(), s["step"].clone()
         exp_avg, exp_avg_sq = s["exp_avg"].clone(), s["exp_avg_sq"].clone()
-        adam_step([param], [grad.to(param.dtype)], [exp_avg], [exp_avg_sq], [], [step],
-                  fused=True, has_complex=False, amsgrad=False, beta1=g["betas"][0],
-                  beta2=g["betas"][1], lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"],
-                  maximize=False, decoupled_weight_decay=g.get("decoupled_weight_decay", False))
+        args = dict(amsgrad=False, beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
+                    weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
+        kernel = getattr(torch, "_fused_adam_", None)
+        if kernel is not None and not g.get("decoupled_weight_decay", False):
+            # The kernel torch.optim.adam calls, without its per-call grouping and checks (in a run, half
+            # the optimizer's time on a 100k-parameter center): the same bits.
+            step.add_(1)
+            kernel([param], [grad.to(param.dtype)], [exp_avg], [exp_avg_sq], [], [step], **args)
+        else:
+            adam_step([param], [grad.to(param.dtype)], [exp_avg], [exp_avg_sq], [], [step], fused=True,
+                      has_complex=False, decoupled_weight_decay=g.get("decoupled_weight_decay", False), **args)
         state = {"state": {0: {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}},
                  "param_groups": [dict(g)]}
         return param, state
