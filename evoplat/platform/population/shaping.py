@@ -6,7 +6,7 @@ import numpy as np
 
 def sanitize(fitness) -> tuple[np.ndarray, int]:
     """Replace non-finite values by a value below every finite one; return (fitness, how many)."""
-    f = np.asarray(fitness, dtype=np.float64).copy()
+    f = np.array(fitness, dtype=np.float64)
     bad = ~np.isfinite(f)
     if bad.any():
         floor = f[~bad].min() - 1.0 if (~bad).any() else 0.0
