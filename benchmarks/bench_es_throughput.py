@@ -110,7 +110,9 @@ def time_worker_loop(cfg, pool, generations: int, warmup: int = 3, span: int = 1
         loop.next_row(warmup - g)
     infos, t0 = [], time.perf_counter()
     for g in range(generations):
-        infos.append(loop.next_row(min(span - g % span, generations - g)))
+        limit = min(span - g % span, generations - g)
+        # as in a run: the span after this one (to the next multiple of `span`) is queued at once
+        infos.append(loop.next_row(limit, min(span, generations - g - limit)))
     total = time.perf_counter() - t0
     med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
     # eval_s here is the evaluation and the all-gather, as the slowest worker sees them

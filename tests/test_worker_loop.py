@@ -70,6 +70,39 @@ def test_worker_loop_gives_the_driver_loops_weights_bit_for_bit(ray_local, tmp_p
         assert run.rows[-1]["test_acc"] == ref.rows[-1]["test_acc"]
 
 
+def test_spans_queued_ahead_across_evaluations_give_the_driver_loops_rows(ray_local, tmp_path):
+    """Evaluations and checkpoints every 2 generations: each span's successor is queued before the driver
+    reads it, evaluates and checkpoints; the rows and weights are still the driver loop's."""
+    every = {"eval_every": 2, "checkpoint_every": 2}
+    _, ref = run_in(_config(run=every), tmp_path / "driver")
+    _, run = run_in(_config(run=every, loop="workers"), tmp_path / "workers")
+    assert torch.equal(_center(run), _center(ref))
+    keys = ("generation", "fitness_mean", "fitness_max", "test_acc", "val_acc")
+    assert [[r.get(k) for k in keys] for r in run.rows] == [[r.get(k) for k in keys] for r in ref.rows]
+
+
+def test_a_queued_span_is_dropped_when_the_driver_moves_the_state(ray_local, tmp_path):
+    """The driver goes back to the start (as loading a checkpoint does) while a span is queued: the
+    workers, who ran it anyway, are sent the state itself and the result is still exact."""
+    cfg = _config()
+    _, ref = run_in(cfg, tmp_path / "driver")
+    strategy, _, state = es_parts(cfg)
+    pool = WorkerPool(functools.partial(ESLoopHost, cfg, None, "cpu"), num_workers=2)
+    try:
+        loop = ESWorkerLoop(pool, strategy, ESLoopHost(cfg, None, "cpu").evaluator.noise, span_s=1e6)
+        loop.reset(state)
+        loop.next_row(2, 4)               # generation 1 runs; generation 2 is queued behind it
+        assert loop.pending is not None and loop.held
+        loop.reset(state)
+        assert loop.pending is None and not loop.held
+        for g in range(ES["generations"]):
+            loop.next_row(ES["generations"] - g)
+        center = loop.current().center
+    finally:
+        pool.shutdown()
+    assert torch.equal(center, _center(ref))
+
+
 def test_a_stop_inside_a_span_checkpoints_the_state_of_the_step_it_reports(ray_local, tmp_path):
     """A target on a per-generation metric, reached at generation 4 while the workers ran to 6."""
     _, full = run_in(_config(), tmp_path / "full")
@@ -120,21 +153,24 @@ class FaultyLoopHost(ESLoopHost):
 
 
 def span_center(cfg, pool, generations: int) -> torch.Tensor:
-    """The center after `generations`, run by `pool`'s workers (one generation, then one span)."""
+    """The center after `generations`, run by `pool`'s workers: a first generation, the next queued with
+    it before its time was known (another single generation), then the rest in one span."""
     strategy, _, state = es_parts(cfg)
     host = ESLoopHost(cfg, None, "cpu")     # the driver's copy of the keyed noise, built as workers build it
     loop = ESWorkerLoop(pool, strategy, host.evaluator.noise, span_s=1e6)
     loop.reset(state)
-    for _ in range(generations):
-        loop.next_row(generations)
+    for g in range(generations):
+        loop.next_row(generations - g)
     return loop.current().center
 
 
-@pytest.mark.parametrize("mode", ["exit", "hang"])
-def test_a_worker_lost_inside_a_span_rebuilds_the_group_with_the_same_result(ray_local, tmp_path, mode):
+@pytest.mark.parametrize("mode,at", [("exit", 3), ("hang", 3), ("exit", 1)])
+def test_a_worker_lost_inside_a_span_rebuilds_the_group_with_the_same_result(ray_local, tmp_path, mode, at):
+    """At generation 3 the last span breaks; at generation 1 the second, with the rest queued behind it:
+    both are sent again to the new group, the first with its start state, the other after it."""
     cfg = _config(task_timeout_s=15.0, max_task_retries=2)
     _, ref = run_in(_config(), tmp_path / "driver")
-    pool = WorkerPool(functools.partial(FaultyLoopHost, cfg, str(tmp_path / "marker"), 3, mode), num_workers=2,
+    pool = WorkerPool(functools.partial(FaultyLoopHost, cfg, str(tmp_path / "marker"), at, mode), num_workers=2,
                       task_timeout_s=15.0, max_task_retries=2)
     try:
         center = span_center(cfg, pool, ES["generations"])

@@ -57,7 +57,11 @@ class ESTrainer(Trainer):
         histograms = self.cfg.run.tensorboard and self.cfg.run.tensorboard_histograms
         if self.ahead is not None:
             # histograms need every generation's center: no running ahead then
-            info = self.ahead.next_row(1 if histograms else self.horizon - self.steps_done)
+            if histograms:
+                info = self.ahead.next_row(1, 1)
+            else:
+                nxt = self.next_horizon - self.horizon if self.next_horizon else 0
+                info = self.ahead.next_row(self.horizon - self.steps_done, nxt)
             g = self.steps_done + 1
         else:
             self.state, info, _ = self.generation.step(self.state)

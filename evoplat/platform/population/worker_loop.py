@@ -107,19 +107,26 @@ class ESWorkerLoop:
 
     A span runs until `limit` (the last step before the driver needs the state: an evaluation, a
     checkpoint, the end) or for about `span_s` seconds, whichever is sooner, so progress lines and
-    `run.max_wall_s` stay prompt.
+    `run.max_wall_s` stay prompt. The span after it is queued at once (its start is known: where this
+    one ends), so the workers go straight on while the driver reads the result, evaluates and
+    checkpoints; it is dropped if the driver moves the state instead.
     """
 
     def __init__(self, pool, strategy, noise, span_s: float):
         self.pool, self.strategy, self.noise, self.span_s = pool, strategy, noise, span_s
         self.generation_s = None          # measured wall time per generation of the last span
+        self.pending = None               # (queued call, its generations, when queued): the next span
         self.reset(None)
 
     def reset(self, state) -> None:
-        """Continue from `state` (the start, a checkpoint); forgets any generations run ahead."""
+        """Continue from `state` (the start, a checkpoint); forgets any generations run or queued ahead."""
+        if self.pending is not None:
+            self.pool.discard_together(self.pending[0])
+            self.pending = None
         self.base = self.head = state
         self.rows, self.fitness, self.taken = [], [], 0
         self.held = False                 # do the workers hold `head`? Not after the driver moved it
+        self.last = None                  # when the last span's result arrived
 
     def current(self):
         """The state after the rows handed out so far (replaying the updates if workers ran further)."""
@@ -130,21 +137,45 @@ class ESWorkerLoop:
             self.reset(state)
         return self.head
 
-    def next_row(self, limit: int) -> dict:
-        """The next generation's metrics row, running a new span of at most `limit` generations if needed."""
+    def next_row(self, limit: int, next_limit: int = 0) -> dict:
+        """The next generation's metrics row, running a new span of at most `limit` generations if needed;
+        `next_limit` bounds the span after a span of `limit` generations (0: none follows)."""
         if self.taken == len(self.rows):
-            n = max(1, min(limit, int(self.span_s / self.generation_s) if self.generation_s else 1))
-            workers = getattr(self.pool, "num_workers", 1)
-            # Workers that ended the last call where the run is hold its state: send them its number only.
-            # A group formed anew (the first call, or after a lost worker) always gets the state itself.
-            t0 = time.perf_counter()
-            wire = to_wire(self.head)
-            out = self.pool.run_together("run", [(n, rank) for rank in range(workers)],
-                                         shared=(self.head.generation if self.held else wire,),
-                                         units=n, fresh_shared=(wire,))[0]
-            self.generation_s = (time.perf_counter() - t0) / n
+            if self.pending is not None and self.pending[1] <= limit:
+                (call, n, queued), self.pending = self.pending, None
+            else:
+                if self.pending is not None:          # longer than the driver now allows: the workers
+                    self.pool.discard_together(self.pending[0])   # will end elsewhere than `head`
+                    self.pending, self.held = None, False
+                n, queued = self._span(limit), time.perf_counter()
+                call = self._submit(n)
+            after = limit - n if n < limit else next_limit
+            if after > 0:
+                m = self._span(after)
+                self.pending = (self._submit(m, follows=n), m, time.perf_counter())
+            out = self.pool.collect_together(call)[0]
+            # the span's own time: from when it was queued, or when the one before it ended if later
+            t0 = max(queued, self.last or queued)
+            self.last = time.perf_counter()
+            self.generation_s = (self.last - t0) / n
             self.held = True
             self.base, self.head = self.head, from_wire(out["state"])
             self.rows, self.fitness, self.taken = out["rows"], out["fitness"], 0
         self.taken += 1
         return self.rows[self.taken - 1]
+
+    def _span(self, limit: int) -> int:
+        return max(1, min(limit, int(self.span_s / self.generation_s) if self.generation_s else 1))
+
+    def _submit(self, n: int, follows: int = 0):
+        """Queue a span of `n` generations from `head`, or (`follows` > 0) from where the span of `follows`
+        generations queued just before it will end. Workers that hold their start get its generation
+        number only; a group formed anew gets the state itself (for a following span: `head` by then)."""
+        workers = getattr(self.pool, "num_workers", 1)
+        per_rank = [(n, rank) for rank in range(workers)]
+        if follows:
+            return self.pool.submit_together("run", per_rank, shared=(self.head.generation + follows,),
+                                             units=n, fresh_shared=lambda: (to_wire(self.head),))
+        wire = to_wire(self.head)
+        return self.pool.submit_together("run", per_rank, shared=(self.head.generation if self.held else wire,),
+                                         units=n, fresh_shared=(wire,))

@@ -105,6 +105,8 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
             step = trainer.steps_done + 1
             trainer.evaluating = step % every == 0 or step == budget
             trainer.horizon = horizon(cfg, step, every, budget)
+            trainer.next_horizon = horizon(cfg, trainer.horizon + 1, every, budget) \
+                if trainer.horizon < min(budget, cfg.run.max_steps or budget) else 0
             rows = trainer.step()
             trainer.steps_done = step
             reason = stop_reason(cfg, step, budget, ctx.session_time(), _last_row(rows))

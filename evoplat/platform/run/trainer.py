@@ -43,6 +43,8 @@ class Trainer:
         self.horizon = 1                         # set by the loop: the last step before it next needs the
                                                  # trainer's state (evaluation, checkpoint, end); a trainer
                                                  # may compute steps ahead up to it
+        self.next_horizon = 0                    # set by the loop: the horizon after that one (0: none,
+                                                 # the run ends there), for work queued ahead
         self._pool_opener = pool_opener
 
     # -- what a method provides ---------------------------------------------------------------------

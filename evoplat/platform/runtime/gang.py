@@ -7,6 +7,10 @@ call runs past `units * task_timeout_s`, the result cannot be trusted in part: e
 replaced, the group formed anew and the same call run again, from the same arguments. The hosted
 object's results depend only on those arguments (the pool's determinism contract), so a re-run
 returns the same numbers. An exception from the hosted object's own code is not retried: re-raised.
+
+Calls can be queued ahead (`submit`, then `collect` in order): a worker starts the next call the moment
+it ends the current one, instead of waiting for the driver to read the result and send another. A call
+submitted to a group that has since been rebuilt is submitted again when it is collected.
 """
 from __future__ import annotations
 
@@ -26,41 +30,99 @@ class GroupBroken(Exception):
     pass
 
 
+class GangCall:
+    """One submitted gang call: its arguments (kept for a re-run) and, once sent, its result refs.
+
+    `fresh_shared` may be a function returning the tuple: the state a call starts from is often known
+    only once the call before it has been collected, and is only needed if the group is formed anew.
+    """
+
+    def __init__(self, method: str, per_rank: list[tuple], shared: tuple, units: int, fresh_shared):
+        self.method, self.per_rank, self.shared = method, per_rank, shared
+        self.units, self.fresh_shared = units, fresh_shared
+        self.refs: list | None = None
+        self.epoch = -1                   # the group (see Gang.epoch) it was sent to
+
+
 class Gang:
     def __init__(self, pool):
         self.pool = pool
         self.formed = False
         self.stuck = False        # a member raised: its peers may still wait in a collective
+        self.epoch = 0            # counts group formations: a call sent to an older group is void
+        self.sent = 0             # calls sent to the current group
+        self.queue: list[GangCall] = []   # submitted, not yet collected, in order
 
     def run(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
             fresh_shared: tuple | None = None) -> list:
-        """`fresh_shared`, if given, replaces `shared` whenever the group is formed for this call (the
-        first call, or after a rebuild): workers that have just started hold nothing from earlier calls."""
-        pool = self.pool
-        if len(per_rank) != len(pool.actors):
-            raise ValueError(f"a gang call needs one argument tuple per worker ({len(pool.actors)}), "
+        """`fresh_shared`, if given, replaces `shared` whenever the call is the first one of a group just
+        formed (the first call, or after a rebuild): workers that have just started hold nothing from
+        earlier calls."""
+        return self.collect(self.submit(method, per_rank, shared, units, fresh_shared))
+
+    def submit(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+               fresh_shared=None) -> GangCall:
+        """Queue a call on every worker (forming the group if needed); `collect` returns its results."""
+        if len(per_rank) != len(self.pool.actors):
+            raise ValueError(f"a gang call needs one argument tuple per worker ({len(self.pool.actors)}), "
                              f"got {len(per_rank)}")
-        refs_of: dict = {}                # fresh group or not -> the shared arguments' refs, put once
-        failures = 0
-        if self.stuck:
-            self.rebuild()
+        call = GangCall(method, per_rank, shared, units, fresh_shared)
+        self.queue.append(call)
+        try:
+            self._send_queued()
+        except GroupBroken:
+            pass                          # collect() rebuilds the group and sends it again
+        except BaseException:
+            self.queue.clear()
+            raise
+        return call
+
+    def collect(self, call: GangCall) -> list:
+        """The results of `call`, by rank; calls are collected in the order they were submitted."""
+        if not self.queue or self.queue[0] is not call:
+            raise ValueError("gang calls are collected in the order they were submitted")
+        pool, failures = self.pool, 0
         while True:
             try:
-                fresh = fresh_shared is not None and not self.formed
-                self._form()
-                if fresh not in refs_of:
-                    refs_of[fresh] = [ray.put(s) for s in (fresh_shared if fresh else shared)]
-                shared_refs = refs_of[fresh]
-                refs = [a.call.remote(method, *shared_refs, *args) for a, args in zip(pool.actors, per_rank)]
-                return self._collect(refs, units * pool.timeout)
+                self._send_queued()
+                results = self._collect(call.refs, call.units * pool.timeout)
+                self.queue.pop(0)
+                return results
             except GroupBroken as err:
                 failures += 1
                 pool.stats.retries += 1
                 pool.record("group_broken", -1, -1)
                 if failures > pool.max_retries:
+                    self.queue.clear()
                     raise PoolError(f"the worker group failed {failures} times; last: {err}") from None
                 log.warning("worker group broken (%s); replacing every worker and re-running the call", err)
                 self.rebuild()
+            except BaseException:
+                self.queue.clear()        # the calls queued behind a failed one cannot go on from it
+                raise
+
+    def discard(self, call: GangCall) -> None:
+        """Drop a queued call: it is never collected or sent again (workers may still run it)."""
+        if call in self.queue:
+            self.queue.remove(call)
+
+    def _send_queued(self) -> None:
+        """Send every queued call the current group has not got, in order: after a rebuild the first of
+        them starts the new group (with its `fresh_shared`), the others follow it as before."""
+        if self.stuck:
+            self.rebuild()
+        for call in self.queue:
+            if call.refs is not None and call.epoch == self.epoch and self.formed:
+                continue
+            self._form()
+            shared = call.shared
+            if call.fresh_shared is not None and self.sent == 0:
+                shared = call.fresh_shared() if callable(call.fresh_shared) else call.fresh_shared
+            refs = [ray.put(s) for s in shared]
+            call.refs = [a.call.remote(call.method, *refs, *args)
+                         for a, args in zip(self.pool.actors, call.per_rank)]
+            call.epoch = self.epoch
+            self.sent += 1
 
     def rebuild(self) -> None:
         for a in range(len(self.pool.actors)):
@@ -82,6 +144,8 @@ class Gang:
             self._collect([a.join_group.remote(rank, world, host, port, pool.timeout)
                            for rank, a in enumerate(pool.actors)], pool.timeout)
         self.formed = True
+        self.epoch += 1
+        self.sent = 0
 
     def _collect(self, refs: list, timeout_s: float) -> list:
         """Every ref's value in order; the first sign of a broken group raises `GroupBroken`."""

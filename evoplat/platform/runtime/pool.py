@@ -262,10 +262,26 @@ class WorkerPool:
         """Call `method(*shared, *per_rank[r])` on every worker r at once, the workers joined in one group
         that exchanges data directly (collective.py); results by rank. All or nothing, and `fresh_shared`
         for a group just formed: see gang.py."""
+        return self._gang().run(method, per_rank, shared, units, fresh_shared)
+
+    def submit_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+                        fresh_shared=None):
+        """Queue a `run_together` call behind those already queued; `collect_together` returns its
+        results. The workers go on to it as soon as they end the one before (gang.py)."""
+        return self._gang().submit(method, per_rank, shared, units, fresh_shared)
+
+    def collect_together(self, call) -> list:
+        return self._gang().collect(call)
+
+    def discard_together(self, call) -> None:
+        """Forget a queued call: never collected, never re-run (workers may still be running it)."""
+        self._gang().discard(call)
+
+    def _gang(self):
         if self.gang is None:
             from evoplat.platform.runtime.gang import Gang
             self.gang = Gang(self)
-        return self.gang.run(method, per_rank, shared, units, fresh_shared)
+        return self.gang
 
     def _time_out_hung(self, inflight: dict, busy: set, attempts: list, pending: list) -> None:
         now = time.monotonic()
@@ -323,9 +339,20 @@ class LocalPool:
                      fresh_shared: tuple | None = None) -> list:
         """One worker is a group of one, formed at the first call."""
         if fresh_shared is not None and not self.formed:
-            shared = fresh_shared
+            shared = fresh_shared() if callable(fresh_shared) else fresh_shared
         self.formed = True
         return [getattr(self.obj, method)(*shared, *per_rank[0])]
+
+    def submit_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+                        fresh_shared=None):
+        """Nothing runs ahead in the driver's own process: the call runs when collected."""
+        return (method, per_rank, shared, units, fresh_shared)
+
+    def collect_together(self, call) -> list:
+        return self.run_together(*call)
+
+    def discard_together(self, call) -> None:
+        pass
 
     def shutdown(self) -> None:
         pass
