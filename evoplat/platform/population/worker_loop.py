@@ -153,7 +153,11 @@ class ESWorkerLoop:
             if after > 0:
                 m = self._span(after)
                 self.pending = (self._submit(m, follows=n), m, time.perf_counter())
-            out = self.pool.collect_together(call)[0]
+            try:
+                out = self.pool.collect_together(call)[0]
+            except BaseException:
+                self.pending, self.held = None, False     # the pool dropped what was queued behind it
+                raise
             # the span's own time: from when it was queued, or when the one before it ended if later
             t0 = max(queued, self.last or queued)
             self.last = time.perf_counter()
