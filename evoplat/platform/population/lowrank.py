@@ -42,8 +42,14 @@ class RecentFactors:
             cls._current.clear()           # one generation of one run's noise at a time
             gen, buf, filled = generation, torch.empty(num_keys, dim), []
             cls._current[base_id] = (gen, buf, filled)
-        filled.append((k0, k1))            # the caller fills them now
         return buf[k0:k1]
+
+    @classmethod
+    def mark(cls, base_id, generation: int, k0: int, k1: int) -> None:
+        """Rows [k0, k1) of `generation`'s buffer now hold their keys' factors."""
+        gen, _, filled = cls._current.get(base_id, (None, None, None))
+        if gen == generation:
+            filled.append((k0, k1))
 
     @classmethod
     def buffer(cls, base_id, generation: int):
@@ -144,6 +150,7 @@ class LowRankNoise(KeyedNoise):
             rows = self.factors(generation, keys)
         else:
             self.base.block(generation, keys, out=rows.numpy())
+            RecentFactors.mark(self._base_id(), generation, keys[0], keys[-1] + 1)
         return LowRankChunk(self, rows.to(device))
 
     def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
