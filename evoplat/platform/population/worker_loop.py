@@ -114,6 +114,7 @@ class ESWorkerLoop:
 
     def __init__(self, pool, strategy, noise, span_s: float):
         self.pool, self.strategy, self.noise, self.span_s = pool, strategy, noise, span_s
+        self.gang = pool.together()
         self.generation_s = None          # measured wall time per generation of the last span
         self.pending = None               # (queued call, its generations, when queued): the next span
         self.reset(None)
@@ -121,7 +122,7 @@ class ESWorkerLoop:
     def reset(self, state) -> None:
         """Continue from `state` (the start, a checkpoint); forgets any generations run or queued ahead."""
         if self.pending is not None:
-            self.pool.discard_together(self.pending[0])
+            self.gang.discard(self.pending[0])
             self.pending = None
         self.base = self.head = state
         self.rows, self.fitness, self.taken = [], [], 0
@@ -145,7 +146,7 @@ class ESWorkerLoop:
                 (call, n, queued), self.pending = self.pending, None
             else:
                 if self.pending is not None:          # longer than the driver now allows: the workers
-                    self.pool.discard_together(self.pending[0])   # will end elsewhere than `head`
+                    self.gang.discard(self.pending[0])   # will end elsewhere than `head`
                     self.pending, self.held = None, False
                 n, queued = self._span(limit), time.perf_counter()
                 call = self._submit(n)
@@ -154,7 +155,7 @@ class ESWorkerLoop:
                 m = self._span(after)
                 self.pending = (self._submit(m, follows=n), m, time.perf_counter())
             try:
-                out = self.pool.collect_together(call)[0]
+                out = self.gang.collect(call)[0]
             except BaseException:
                 self.pending, self.held = None, False     # the pool dropped what was queued behind it
                 raise
@@ -178,8 +179,8 @@ class ESWorkerLoop:
         workers = getattr(self.pool, "num_workers", 1)
         per_rank = [(n, rank) for rank in range(workers)]
         if follows:
-            return self.pool.submit_together("run", per_rank, shared=(self.head.generation + follows,),
-                                             units=n, fresh_shared=lambda: (to_wire(self.head),))
+            return self.gang.submit("run", per_rank, shared=(self.head.generation + follows,),
+                                    units=n, fresh_shared=lambda: (to_wire(self.head),))
         wire = to_wire(self.head)
-        return self.pool.submit_together("run", per_rank, shared=(self.head.generation if self.held else wire,),
-                                         units=n, fresh_shared=(wire,))
+        return self.gang.submit("run", per_rank, shared=(self.head.generation if self.held else wire,),
+                                units=n, fresh_shared=(wire,))

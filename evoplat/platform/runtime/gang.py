@@ -53,16 +53,12 @@ class Gang:
         self.sent = 0             # calls sent to the current group
         self.queue: list[GangCall] = []   # submitted, not yet collected, in order
 
-    def run(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
-            fresh_shared: tuple | None = None) -> list:
-        """`fresh_shared`, if given, replaces `shared` whenever the call is the first one of a group just
-        formed (the first call, or after a rebuild): workers that have just started hold nothing from
-        earlier calls."""
-        return self.collect(self.submit(method, per_rank, shared, units, fresh_shared))
-
     def submit(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
                fresh_shared=None) -> GangCall:
-        """Queue a call on every worker (forming the group if needed); `collect` returns its results."""
+        """Queue `method(*shared, *per_rank[r])` on every worker r (forming the group if needed); `collect`
+        returns the results by rank. `fresh_shared`, if given, replaces `shared` when the call is the first
+        of a group just formed (the first call, or after a rebuild): workers that have just started hold
+        nothing from earlier calls."""
         if len(per_rank) != len(self.pool.actors):
             raise ValueError(f"a gang call needs one argument tuple per worker ({len(self.pool.actors)}), "
                              f"got {len(per_rank)}")
@@ -171,3 +167,25 @@ class Gang:
                     self.stuck = True
                     raise err.cause from err
         return results
+
+
+class LocalGang:
+    """The same calls on the one core object in the driver's own process (backend 'local'): nothing runs
+    ahead, a call runs when it is collected; the group of one is formed at the first."""
+
+    def __init__(self, obj):
+        self.obj, self.formed = obj, False
+
+    def submit(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
+               fresh_shared=None) -> tuple:
+        return method, per_rank, shared, fresh_shared
+
+    def collect(self, call: tuple) -> list:
+        method, per_rank, shared, fresh_shared = call
+        if fresh_shared is not None and not self.formed:
+            shared = fresh_shared() if callable(fresh_shared) else fresh_shared
+        self.formed = True
+        return [getattr(self.obj, method)(*shared, *per_rank[0])]
+
+    def discard(self, call: tuple) -> None:
+        pass

@@ -5,8 +5,8 @@ Work items go to whichever actor is idle; results come back in item order, so th
 depends on which actor did what. Shared arguments are put into the object store once per call: one
 copy per node, read zero-copy by every actor there.
 
-`run_together` is the other kind of call: every worker at once, joined in a group that exchanges data
-directly, all or nothing (gang.py).
+`together()` gives the other kind of call: every worker at once, joined in a group that exchanges data
+directly, all or nothing, calls queued ahead (gang.py).
 
 Failure handling (see docs/faults.md):
 - an actor that dies (killed, crashed, out of memory, its node gone) fails its in-flight item with one
@@ -115,7 +115,7 @@ class WorkerPool:
         self.timeout, self.max_retries = task_timeout_s, max_task_retries
         self.spread, self.placement_group = spread, placement_group
         self.stats = PoolStats()
-        self.gang = None                  # workers joined into one group, for run_together (gang.py)
+        self.gang = None                  # workers joined into one group (together(), gang.py)
         self.actors: list = []
         self._ready: list = []            # per worker: the ref of its `ready()` call
         self.nodes: list = []             # per worker: node id once ready, else None
@@ -257,27 +257,9 @@ class WorkerPool:
         self.stats.item_nodes = item_nodes
         return results
 
-    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
-                     fresh_shared: tuple | None = None) -> list:
-        """Call `method(*shared, *per_rank[r])` on every worker r at once, the workers joined in one group
-        that exchanges data directly (collective.py); results by rank. All or nothing, and `fresh_shared`
-        for a group just formed: see gang.py."""
-        return self._gang().run(method, per_rank, shared, units, fresh_shared)
-
-    def submit_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
-                        fresh_shared=None):
-        """Queue a `run_together` call behind those already queued; `collect_together` returns its
-        results. The workers go on to it as soon as they end the one before (gang.py)."""
-        return self._gang().submit(method, per_rank, shared, units, fresh_shared)
-
-    def collect_together(self, call) -> list:
-        return self._gang().collect(call)
-
-    def discard_together(self, call) -> None:
-        """Forget a queued call: never collected, never re-run (workers may still be running it)."""
-        self._gang().discard(call)
-
-    def _gang(self):
+    def together(self):
+        """The workers as one group (gang.py): `submit` calls that every worker runs at once, exchanging
+        data directly, `collect` their results in order."""
         if self.gang is None:
             from evoplat.platform.runtime.gang import Gang
             self.gang = Gang(self)
@@ -326,7 +308,7 @@ class LocalPool:
     def __init__(self, factory: Callable[[], Any], **_ignored):
         self.obj = factory()
         self.stats = PoolStats()
-        self.formed = False               # has run_together been called (see gang.py)
+        self.gang = None
 
     def wait_ready(self, timeout=None) -> list[str]:
         return ["local"]
@@ -335,24 +317,12 @@ class LocalPool:
         self.stats.item_nodes = ["local"] * len(items)
         return [getattr(self.obj, method)(*shared, *item) for item in items]
 
-    def run_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
-                     fresh_shared: tuple | None = None) -> list:
-        """One worker is a group of one, formed at the first call."""
-        if fresh_shared is not None and not self.formed:
-            shared = fresh_shared() if callable(fresh_shared) else fresh_shared
-        self.formed = True
-        return [getattr(self.obj, method)(*shared, *per_rank[0])]
-
-    def submit_together(self, method: str, per_rank: list[tuple], shared: tuple = (), units: int = 1,
-                        fresh_shared=None):
-        """Nothing runs ahead in the driver's own process: the call runs when collected."""
-        return (method, per_rank, shared, units, fresh_shared)
-
-    def collect_together(self, call) -> list:
-        return self.run_together(*call)
-
-    def discard_together(self, call) -> None:
-        pass
+    def together(self):
+        """A group of one (gang.py's LocalGang): each call runs when collected."""
+        if self.gang is None:
+            from evoplat.platform.runtime.gang import LocalGang
+            self.gang = LocalGang(self.obj)
+        return self.gang
 
     def shutdown(self) -> None:
         pass
