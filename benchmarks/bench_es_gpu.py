@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from bench_es_throughput import local_pool, pes_config, time_es, uptime  # noqa: E402
+from _pes import local_pool, pes_config, time_es, uptime  # noqa: E402
 
 
 def gemm_peak(device: str, n: int = 4096) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import git_rev, header, write  # noqa: E402
-from bench_es_throughput import driver_side, pes_config  # noqa: E402
+from _pes import driver_side, pes_config  # noqa: E402
 
 
 def tell_ms(kind: str, repeats: int) -> list[float]:

@@ -17,7 +17,6 @@ Sections (each writes its own results file):
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import secrets
 import shutil
@@ -27,114 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
+from _pes import gemm_gflops, local_pool, pes_config, ray_pool, time_es, time_worker_loop, uptime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "experiments" / "es_mnist.yaml"
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
 # (the driver needs the state that often), 25 the cadence of experiments/es_mnist_lowrank.yaml
 WORKER_LOOPS = {"ray, 2 workers, worker loop, spans of 10": 10, "ray, 2 workers, worker loop, spans of 25": 25}
 PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def gemm_gflops(threads: int, n: int = 2048) -> float:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(5))
-    torch.set_num_threads(before)
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver"):
-    from evoplat.platform.config import build_config
-    raw = yaml.safe_load(CONFIG.read_text())
-    raw["es"].update(popsize=popsize, batch_size=256, perturbation=perturbation, rank=rank)
-    raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1, loop=loop)
-    return build_config(raw)
-
-
-def driver_side(cfg) -> tuple:
-    """The driver's (strategy, keyed noise, initial state) for P-ES, as the ES trainer builds them."""
-    from evoplat.platform.models import build_model
-    from evoplat.platform.population.evaluator import make_es_noise
-    from evoplat.platform.population.forward import ParamLayout
-    from evoplat.platform.strategies import build_strategy
-    model = build_model(cfg.model, (1, 28, 28), 10)
-    layout = ParamLayout(model)
-    strategy = build_strategy(cfg.es)
-    return strategy, make_es_noise(cfg, layout), strategy.init(layout.flatten(model))
-
-
-def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
-    """Generations/s of `generations` full ES generations (ask, evaluate on the pool, tell)."""
-    from evoplat.methods.es.trainer import ESTrainer  # noqa: F401  (registers the method)
-    from evoplat.platform.population.generation import ESGeneration
-    strategy, noise, state = driver_side(cfg)
-    loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
-    for _ in range(warmup):
-        state, _, _ = loop.step(state)
-    infos, t0 = [], time.perf_counter()
-    for _ in range(generations):
-        state, info, _ = loop.step(state)
-        infos.append(info)
-    total = time.perf_counter() - t0
-    med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
-    return {"gen_s": generations / total, "s_gen": total / generations, "tell_s": med("tell_s"),
-            "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
-
-
-def time_worker_loop(cfg, pool, generations: int, warmup: int = 3, span: int = 10) -> dict:
-    """The same, with the workers running the generations (runtime.loop: workers) in spans of at most
-    `span` generations: in a run, the driver needs the state every run.eval_every (10 for ES)."""
-    from evoplat.platform.population.worker_loop import ESWorkerLoop
-    strategy, noise, state = driver_side(cfg)
-    loop = ESWorkerLoop(pool, strategy, noise, cfg.runtime.loop_span_s)
-    loop.reset(state)
-    for g in range(warmup):
-        loop.next_row(warmup - g)
-    infos, t0 = [], time.perf_counter()
-    for g in range(generations):
-        limit = min(span - g % span, generations - g)
-        # as in a run: the span after this one (to the next multiple of `span`) is queued at once
-        infos.append(loop.next_row(limit, min(span, generations - g - limit)))
-    total = time.perf_counter() - t0
-    med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
-    # eval_s here is the evaluation and the all-gather, as the slowest worker sees them
-    return {"gen_s": generations / total, "s_gen": total / generations, "tell_s": med("tell_s"),
-            "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
-
-
-def local_pool(cfg, data_root, threads: int = 2):
-    from evoplat.platform.population.evaluator import ESEvaluator
-    from evoplat.platform.runtime.pool import LocalPool
-    torch.set_num_threads(threads)
-    return LocalPool(functools.partial(ESEvaluator, cfg, data_root, "cpu"))
-
-
-def ray_pool(cfg, data_root, workers: int):
-    from evoplat.platform.population.evaluator import ESEvaluator
-    from evoplat.platform.population.worker_loop import ESLoopHost
-    from evoplat.platform.runtime.pool import WorkerPool
-    host = ESLoopHost if cfg.runtime.loop == "workers" else ESEvaluator
-    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
-    pool.wait_ready(timeout=600)
-    return pool
 
 
 def _time_local(kind: str, chunk: int, data_root: str, generations: int) -> dict:

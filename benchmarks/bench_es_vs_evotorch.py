@@ -20,7 +20,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from bench_es_throughput import gemm_gflops, local_pool, pes_config, ray_pool, time_es, uptime  # noqa: E402
+from _pes import gemm_gflops, local_pool, pes_config, ray_pool, time_es, uptime  # noqa: E402
 
 
 def evotorch_gen_s(x: torch.Tensor, y: torch.Tensor, generations: int, warmup: int = 3):

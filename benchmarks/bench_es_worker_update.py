@@ -39,8 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from bench_es_throughput import (driver_side, pes_config, ray_pool, time_es, time_local_elsewhere,  # noqa: E402
-                                 time_worker_loop, uptime)
+from _pes import driver_side, pes_config, ray_pool, time_es, time_worker_loop, uptime  # noqa: E402
+from bench_es_throughput import time_local_elsewhere  # noqa: E402
 
 ITEMS = [(0, 128), (128, 256)]
 

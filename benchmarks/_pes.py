@@ -1,0 +1,111 @@
+"""Problem P-ES (MNIST, MLP 784-128-10, popsize 256, minibatch 256 per generation) for the ES benchmarks:
+its config, the driver's objects, pools, and timed loops of generations (driver loop, workers' loop)."""
+from __future__ import annotations
+
+import functools
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "es_mnist.yaml"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def gemm_gflops(threads: int, n: int = 2048) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    torch.set_num_threads(before)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver"):
+    from evoplat.platform.config import build_config
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["es"].update(popsize=popsize, batch_size=256, perturbation=perturbation, rank=rank)
+    raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1, loop=loop)
+    return build_config(raw)
+
+
+def driver_side(cfg) -> tuple:
+    """The driver's (strategy, keyed noise, initial state) for P-ES, as the ES trainer builds them."""
+    from evoplat.platform.models import build_model
+    from evoplat.platform.population.evaluator import make_es_noise
+    from evoplat.platform.population.forward import ParamLayout
+    from evoplat.platform.strategies import build_strategy
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    layout = ParamLayout(model)
+    strategy = build_strategy(cfg.es)
+    return strategy, make_es_noise(cfg, layout), strategy.init(layout.flatten(model))
+
+
+def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
+    """Generations/s of `generations` full ES generations (ask, evaluate on the pool, tell)."""
+    from evoplat.methods.es.trainer import ESTrainer  # noqa: F401  (registers the method)
+    from evoplat.platform.population.generation import ESGeneration
+    strategy, noise, state = driver_side(cfg)
+    loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
+    for _ in range(warmup):
+        state, _, _ = loop.step(state)
+    infos, t0 = [], time.perf_counter()
+    for _ in range(generations):
+        state, info, _ = loop.step(state)
+        infos.append(info)
+    return _rates(infos, time.perf_counter() - t0)
+
+
+def _rates(infos: list, total: float) -> dict:
+    """Generations/s over `total` seconds, and the median per-generation timings of the rows."""
+    med = lambda k: statistics.median(i[k] for i in infos)  # noqa: E731
+    return {"gen_s": len(infos) / total, "s_gen": total / len(infos), "tell_s": med("tell_s"),
+            "eval_s": med("eval_s"), "rss_mb": max(i["worker_peak_rss_mb"] for i in infos)}
+
+
+def time_worker_loop(cfg, pool, generations: int, warmup: int = 3, span: int = 10) -> dict:
+    """The same, with the workers running the generations (runtime.loop: workers) in spans of at most
+    `span` generations: in a run, the driver needs the state every run.eval_every (10 for ES)."""
+    from evoplat.platform.population.worker_loop import ESWorkerLoop
+    strategy, noise, state = driver_side(cfg)
+    loop = ESWorkerLoop(pool, strategy, noise, cfg.runtime.loop_span_s)
+    loop.reset(state)
+    for g in range(warmup):
+        loop.next_row(warmup - g)
+    infos, t0 = [], time.perf_counter()
+    for g in range(generations):
+        limit = min(span - g % span, generations - g)
+        # as in a run: the span after this one (to the next multiple of `span`) is queued at once
+        infos.append(loop.next_row(limit, min(span, generations - g - limit)))
+    # eval_s here is the evaluation and the all-gather, as the slowest worker sees them
+    return _rates(infos, time.perf_counter() - t0)
+
+
+def local_pool(cfg, data_root, threads: int = 2):
+    from evoplat.platform.population.evaluator import ESEvaluator
+    from evoplat.platform.runtime.pool import LocalPool
+    torch.set_num_threads(threads)
+    return LocalPool(functools.partial(ESEvaluator, cfg, data_root, "cpu"))
+
+
+def ray_pool(cfg, data_root, workers: int):
+    from evoplat.platform.population.evaluator import ESEvaluator
+    from evoplat.platform.population.worker_loop import ESLoopHost
+    from evoplat.platform.runtime.pool import WorkerPool
+    host = ESLoopHost if cfg.runtime.loop == "workers" else ESEvaluator
+    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
+    pool.wait_ready(timeout=600)
+    return pool
