@@ -144,8 +144,8 @@ class RuntimeConfig(StrictModel):
         "driver", description="Who runs the generations (algorithm es). driver: the driver asks, ships the "
                               "population, gathers fitness and updates, once per generation. workers: every "
                               "worker holds the strategy too and runs many generations per call, trading "
-                              "fitness values with its peers directly (a gloo group; the workers must reach "
-                              "each other over TCP); same results bit for bit, without a call per "
+                              "fitness values with its peers directly (shared memory on one node, else a gloo "
+                              "group: the workers must reach each other over TCP); same results bit for bit, without a call per "
                               "generation: pays off when generations are short.")
     loop_span_s: float = Field(2.0, gt=0, description="With loop: workers, about how long one call runs "
                                                       "(never past the next evaluation or checkpoint): "

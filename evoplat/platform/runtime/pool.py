@@ -84,7 +84,7 @@ class HostActor:
 
     def join_group(self, rank: int, world: int, host: str, port: int, timeout_s: float) -> None:
         from evoplat.platform.runtime import collective
-        collective.join(rank, world, host, port, timeout_s)
+        collective.join(rank, world, host, port, timeout_s, ray.get_runtime_context().get_node_id())
 
 
 @dataclass
