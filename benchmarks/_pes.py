@@ -106,6 +106,18 @@ def ray_pool(cfg, data_root, workers: int):
     from evoplat.platform.population.worker_loop import ESLoopHost
     from evoplat.platform.runtime.pool import WorkerPool
     host = ESLoopHost if cfg.runtime.loop == "workers" else ESEvaluator
-    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1)
+    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1,
+                      shared_memory=cfg.runtime.shared_memory)
     pool.wait_ready(timeout=600)
     return pool
+
+
+def on_ray(cfg, data_root, workers: int, timed, **kwargs) -> dict:
+    """`timed(cfg, pool, **kwargs)` on a fresh pool of `workers` Ray workers, shut down after (and a
+    second's pause, so the next pool's workers start on idle cores)."""
+    pool = ray_pool(cfg, data_root, workers)
+    try:
+        return timed(cfg, pool, **kwargs)
+    finally:
+        pool.shutdown()
+        time.sleep(1)

@@ -11,6 +11,8 @@ Sections (each writes its own results file):
          to 65,536 (a fresh pool per popsize, so the peak belongs to it) -> results/es_popscale.md
   overhead  the pool's round trip per generation with workers that do nothing: a P-ES population out,
          fitness back, on 2 Ray workers -> results/es_pool_overhead.md
+  gather the workers' loop (2 Ray workers) with its all-gathers through shared memory vs gloo, pools
+         alternating -> results/es_gather.md
 
     python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20] [--rounds 3]
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import gemm_gflops, local_pool, pes_config, ray_pool, time_es, time_worker_loop, uptime  # noqa: E402
+from _pes import gemm_gflops, local_pool, on_ray, pes_config, ray_pool, time_es, time_worker_loop, uptime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
@@ -42,12 +44,17 @@ def _time_local(kind: str, chunk: int, data_root: str, generations: int) -> dict
     return time_es(cfg, local_pool(cfg, data_root), generations)
 
 
-def time_local_elsewhere(kind: str, args) -> dict:
+def time_local_elsewhere(kind: str, args, chunk: int = 0) -> dict:
     """The in-process run (`runtime.backend: local`) in a fresh process without Ray, as a user runs it:
     the benchmark's own process is a Ray driver, whose background threads share its cores."""
     import multiprocessing
     with multiprocessing.get_context("spawn").Pool(1) as child:
-        return child.apply(_time_local, (kind, args.chunk, args.data_root, args.generations))
+        return child.apply(_time_local, (kind, chunk or args.chunk, args.data_root, args.generations))
+
+
+# In-process, the whole population as one chunk on 2 threads is faster than two chunks here: the Ray
+# settings are held against the faster of the two in-process runs of the same round.
+LOCAL = ("local, 2 threads", "local, 2 threads, one chunk of 256")
 
 
 def section_pes(args) -> None:
@@ -57,7 +64,7 @@ def section_pes(args) -> None:
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     settings = [(kind, where) for kind in ("full", "lowrank")
-                for where in ("local, 2 threads", "ray, 1 worker", "ray, 2 workers", *WORKER_LOOPS)]
+                for where in (*LOCAL, "ray, 1 worker", "ray, 2 workers", *WORKER_LOOPS)]
     runs = {s: [] for s in settings}
     peaks = {1: [], 2: []}
     for rnd in range(args.rounds):
@@ -66,17 +73,13 @@ def section_pes(args) -> None:
         for kind, where in settings:
             workers = 2 if "2 workers" in where else 1
             if where.startswith("local"):
-                r = time_local_elsewhere(kind, args)
+                r = time_local_elsewhere(kind, args, 256 if where == LOCAL[1] else 0)
             else:
                 loop = "workers" if where in WORKER_LOOPS else "driver"
                 cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers, loop=loop)
-                pool = ray_pool(cfg, args.data_root, workers)
-                try:
-                    r = time_worker_loop(cfg, pool, args.generations, span=WORKER_LOOPS[where]) \
-                        if loop == "workers" else time_es(cfg, pool, args.generations)
-                finally:
-                    pool.shutdown()
-                    time.sleep(1)
+                r = on_ray(cfg, args.data_root, workers, time_worker_loop, generations=args.generations,
+                           span=WORKER_LOOPS[where]) if loop == "workers" else \
+                    on_ray(cfg, args.data_root, workers, time_es, generations=args.generations)
             runs[(kind, where)].append(r)
             print(rnd, kind, where, {k: round(v, 4) for k, v in r.items()}, flush=True)
     ray.shutdown()
@@ -109,10 +112,10 @@ def section_pes(args) -> None:
                      f"{max(r['rss_mb'] for r in rs):.0f} |")
     for kind in ("full", "lowrank"):
         for where in ("ray, 2 workers", *WORKER_LOOPS):
-            ratios = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, "local, 2 threads")],
-                                                                     runs[(kind, where)])]
+            best = [max(a["gen_s"], b["gen_s"]) for a, b in zip(*(runs[(kind, w)] for w in LOCAL))]
+            ratios = [two["gen_s"] / loc for loc, two in zip(best, runs[(kind, where)])]
             name = kind if kind == "full" else "lowrank r=1"
-            lines.append(f"\n{name}: `{where}` / in-process on 2 threads, round by round: "
+            lines.append(f"\n{name}: `{where}` / the faster in-process run on 2 threads, round by round: "
                          f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**)")
     write("es_throughput", "\n".join(lines) + "\n")
 
@@ -171,12 +174,7 @@ def section_scale(args) -> None:
     rows = []
     for popsize in args.popsizes:
         cfg = pes_config("lowrank", 1, popsize=popsize, chunk=args.scale_chunk, workers=2)
-        pool = ray_pool(cfg, args.data_root, 2)
-        try:
-            r = time_es(cfg, pool, args.scale_generations, warmup=1)
-        finally:
-            pool.shutdown()
-            time.sleep(1)
+        r = on_ray(cfg, args.data_root, 2, time_es, generations=args.scale_generations, warmup=1)
         rows.append((popsize, r))
         print(rows[-1], flush=True)
     ray.shutdown()
@@ -232,10 +230,42 @@ def section_overhead(args) -> None:
     write("es_pool_overhead", "\n".join(lines) + "\n")
 
 
+def section_gather(args) -> None:
+    """The workers' loop with its all-gathers through shared memory (runtime.shared_memory, the default
+    when the workers share a node) and through gloo: pools of each kind alternate, round by round."""
+    import ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    runs = {(kind, shared): [] for kind in ("lowrank", "full") for shared in (True, False)}
+    for rnd in range(args.rounds):
+        for kind, shared in runs:
+            cfg = pes_config(kind, 1, chunk=args.chunk, workers=2, loop="workers")
+            cfg.runtime.shared_memory = shared
+            r = on_ray(cfg, args.data_root, 2, time_worker_loop, generations=args.generations, span=10)
+            runs[(kind, shared)].append(r)
+            print(rnd, kind, "shared memory" if shared else "gloo", {k: round(v, 4) for k, v in r.items()}, flush=True)
+    ray.shutdown()
+    med = statistics.median
+    lines = [header("The workers' loop: all-gathers through shared memory vs gloo (2 Ray workers on one node)"),
+             f"- P-ES, OpenAI-ES, table noise, chunk {args.chunk}, spans of 10 generations; {args.rounds} rounds, "
+             f"each timing both transports for {args.generations} generations after 3 warm-up; eval_s is the "
+             "evaluation and the all-gather as the slowest worker sees them", f"- load: `{args.load}`", "",
+             "| perturbation | all-gather | generations/s, median [min-max] | median eval_s (ms) | "
+             "median tell_s (ms) |", "|---|---|---:|---:|---:|"]
+    for (kind, shared), rs in runs.items():
+        g = [r["gen_s"] for r in rs]
+        lines.append(f"| {kind} | {'shared memory' if shared else 'gloo'} | {med(g):.2f} [{min(g):.2f}-{max(g):.2f}]"
+                     f" | {1e3 * med(r['eval_s'] for r in rs):.2f} | {1e3 * med(r['tell_s'] for r in rs):.2f} |")
+    for kind in ("lowrank", "full"):
+        ratios = [a["gen_s"] / b["gen_s"] for a, b in zip(runs[(kind, True)], runs[(kind, False)])]
+        lines.append(f"\n{kind}: shared memory / gloo, round by round: {', '.join(f'{x:.2f}x' for x in ratios)} "
+                     f"(median **{med(ratios):.2f}x**)")
+    write("es_gather", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-root", default="/work/shared/data")
-    p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead"], required=True)
+    p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead", "gather"], required=True)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="pes: rounds over all settings (median, range)")
@@ -246,7 +276,7 @@ def main() -> None:
     args = p.parse_args()
     args.load = uptime()
     {"pes": section_pes, "nodes": section_nodes, "scale": section_scale,
-     "overhead": section_overhead}[args.section](args)
+     "overhead": section_overhead, "gather": section_gather}[args.section](args)
 
 
 if __name__ == "__main__":

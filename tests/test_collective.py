@@ -24,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _member(rank: int, world: int, port: int, node: str, exit_after: int, results) -> None:
+def _member(rank: int, world: int, port: int, node: str | None, exit_after: int, results) -> None:
     from evoplat.platform.runtime import collective
     torch.set_num_threads(1)
     collective.join(rank, world, "127.0.0.1", port, 60.0, node)
@@ -65,7 +65,8 @@ def _segments() -> set:
     return {f for f in os.listdir("/dev/shm") if f.startswith("evoplat-")}
 
 
-@pytest.mark.parametrize("nodes, shared", [(["a", "a", "a"], True), (["a", "b", "a"], False)])
+@pytest.mark.parametrize("nodes, shared", [(["a", "a", "a"], True), (["a", "b", "a"], False),
+                                           ([None, None], False)])      # no node given: gloo only
 def test_members_gather_every_round_in_rank_order(nodes, shared):
     before = _segments()
     got = _run_group(nodes)

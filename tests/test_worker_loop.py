@@ -58,11 +58,13 @@ def test_worker_ranges_cover_the_population_in_chunk_aligned_shares():
         assert all(a % chunk == 0 for a, b in ranges if b > a)
 
 
-@pytest.mark.parametrize("perturbation,counts", [("lowrank", (1, 2, 3, "local")), ("full", (2,))])
+@pytest.mark.parametrize("perturbation,counts", [("lowrank", (1, 2, 3, "local")), ("full", (2, "gloo"))])
 def test_worker_loop_gives_the_driver_loops_weights_bit_for_bit(ray_local, tmp_path, perturbation, counts):
     _, ref = run_in(_config(perturbation), tmp_path / "driver")
     for n in counts:
-        runtime = {"backend": "local"} if n == "local" else {"num_workers": n}   # local: in the driver, alone
+        # local: in the driver, alone; gloo: 2 workers that gather over gloo although they share a node
+        runtime = {"backend": "local"} if n == "local" else \
+            {"num_workers": 2, "shared_memory": False} if n == "gloo" else {"num_workers": n}
         summary, run = run_in(_config(perturbation, loop="workers", **runtime), tmp_path / f"workers{n}")
         assert summary["steps"] == ES["generations"]
         assert torch.equal(_center(run), _center(ref)), f"{n} workers"

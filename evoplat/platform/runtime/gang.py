@@ -137,7 +137,7 @@ class Gang:
         world = len(pool.actors)
         if world > 1:
             host, port = self._collect([pool.actors[0].group_address.remote()], pool.timeout)[0]
-            self._collect([a.join_group.remote(rank, world, host, port, pool.timeout)
+            self._collect([a.join_group.remote(rank, world, host, port, pool.timeout, pool.shared_memory)
                            for rank, a in enumerate(pool.actors)], pool.timeout)
         self.formed = True
         self.epoch += 1

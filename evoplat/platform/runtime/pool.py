@@ -82,9 +82,10 @@ class HostActor:
         from evoplat.platform.runtime import collective
         return collective.group_address()
 
-    def join_group(self, rank: int, world: int, host: str, port: int, timeout_s: float) -> None:
+    def join_group(self, rank: int, world: int, host: str, port: int, timeout_s: float, shared: bool) -> None:
         from evoplat.platform.runtime import collective
-        collective.join(rank, world, host, port, timeout_s, ray.get_runtime_context().get_node_id())
+        node = ray.get_runtime_context().get_node_id() if shared else None    # no node: gloo only
+        collective.join(rank, world, host, port, timeout_s, node)
 
 
 @dataclass
@@ -108,8 +109,9 @@ class _Attempt:
 class WorkerPool:
     def __init__(self, factory: Callable[[], Any], num_workers: int, cpus_per_worker: float = 1.0,
                  gpus_per_worker: float = 0.0, task_timeout_s: float = 600.0, max_task_retries: int = 3,
-                 spread: bool = True, placement_group=None):
+                 spread: bool = True, placement_group=None, shared_memory: bool = True):
         self.factory = factory
+        self.shared_memory = shared_memory  # may a group on one node gather through shared memory?
         self.num_workers = num_workers
         self.cpus, self.gpus = cpus_per_worker, gpus_per_worker
         self.timeout, self.max_retries = task_timeout_s, max_task_retries
@@ -337,4 +339,4 @@ def make_pool(factory: Callable[[], Any], runtime_cfg, placement_group=None):
     check_resources(runtime_cfg.cpus_per_worker, runtime_cfg.gpus_per_worker)
     return WorkerPool(factory, runtime_cfg.num_workers, runtime_cfg.cpus_per_worker,
                       runtime_cfg.gpus_per_worker, runtime_cfg.task_timeout_s, runtime_cfg.max_task_retries,
-                      runtime_cfg.spread_nodes, placement_group)
+                      runtime_cfg.spread_nodes, placement_group, runtime_cfg.shared_memory)

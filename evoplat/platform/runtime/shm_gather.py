@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 HEADER = 64                    # bytes per member: its sequence counter, then its pid
-SLOT_BYTES = 1 << 20           # the largest tensor gathered this way; larger ones go through gloo
+SLOT_BYTES = 1 << 18           # the largest tensor gathered this way (fitness of 32k members a worker)
 
 
 def usable() -> bool:
@@ -47,7 +47,9 @@ class ShmGather:
         fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
         try:
             if create:
-                os.ftruncate(fd, size)
+                # the pages are taken now: a full /dev/shm fails here (the group then uses gloo),
+                # not as a SIGBUS at some later write
+                os.posix_fallocate(fd, 0, size)
             self.map = mmap.mmap(fd, size)
         except OSError:
             if create:
