@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 HEADER = 64                    # bytes per member: its sequence counter, then its pid
-SLOT_BYTES = 1 << 18           # the largest tensor gathered this way (fitness of 32k members a worker)
+SLOT_BYTES = 1 << 18           # the largest tensor gathered this way: a worker's fitness for 32,766 members
 
 
 def usable() -> bool:
