@@ -3,11 +3,19 @@ cluster shut it down first, and the next test that asks for `ray_local` starts i
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

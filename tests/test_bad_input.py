@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import free_port
 from evoplat.platform.runtime import cluster
 from test_data import idx_bytes, write_mnist
 
@@ -40,12 +41,6 @@ def tree_hash(path: Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +168,7 @@ CASES = {
         ws, d, lambda r: [_truncate(c, 100) for c in (r / "checkpoints").iterdir()])], "checkpoint"),
     # where Ray runs
     "address_refused": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
-                                       f"runtime.address=127.0.0.1:{closed_port()}"], "no Ray cluster at"),
+                                       f"runtime.address=127.0.0.1:{free_port()}"], "no Ray cluster at"),
     "address_malformed": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
                                          "runtime.address=cluster-without-port"], "is not host:port"),
     "address_dashboard_url": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
@@ -182,7 +177,7 @@ CASES = {
                                        f"runtime.address=127.0.0.1:{_http_server()}"], "no gRPC answer"),
     "address_on_resume": (lambda ws, d: ["--resume", _copy_run(ws, d, lambda r: None), "--set",
                                          "runtime.backend=ray", "--set",
-                                         f"runtime.address=127.0.0.1:{closed_port()}"], "no Ray cluster at"),
+                                         f"runtime.address=127.0.0.1:{free_port()}"], "no Ray cluster at"),
     "address_silent": (lambda ws, d: [str(ws / "base.yaml"), "--set", "runtime.backend=ray", "--set",
                                       f"runtime.address=127.0.0.1:{_silent_port()}"], "no gRPC answer"),
 }
@@ -259,7 +254,7 @@ def test_mnist_without_network_and_no_fallback(ws, tmp_path, monkeypatch, capsys
     from torchvision.datasets import MNIST
 
     from evoplat.cli import main
-    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{closed_port()}/"])
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
     monkeypatch.chdir(ws)
     before = {"existing": tree_hash(ws / "runs" / "existing")}
     code = main(["run", str(ws / "base.yaml"), "--set", "data.source=mnist", "--data-root", str(tmp_path / "d")])
@@ -283,7 +278,7 @@ def test_the_real_command_prints_one_line(name, ws, tmp_path):
 
 def test_unreachable_ray_address_env(ws, tmp_path):
     """$RAY_ADDRESS (as `ray job submit` sets it) pointing where nothing listens: one line, no Ray logs."""
-    env = dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{closed_port()}")
+    env = dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{free_port()}")
     before = {"existing": tree_hash(ws / "runs" / "existing")}
     proc = subprocess.run([sys.executable, "-m", "evoplat", "run", str(ws / "base.yaml"), "--set",
                            "runtime.backend=ray", "--quiet"], cwd=ws, env=env, capture_output=True, text=True,

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import socket
 import time
 
 import pytest
 import torch
 
+from conftest import free_port
 from evoplat.platform.runtime import shm_gather
 
 pytestmark = pytest.mark.skipif(not shm_gather.usable(), reason="shared-memory gathers need x86 and /dev/shm")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _member(rank: int, world: int, port: int, node: str | None, exit_after: int, results) -> None:
@@ -49,7 +43,7 @@ def _member(rank: int, world: int, port: int, node: str | None, exit_after: int,
 
 def _run_group(nodes: list[str], exit_after: int = 0) -> dict:
     ctx = multiprocessing.get_context("spawn")
-    results, port = ctx.Queue(), _free_port()
+    results, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_member, args=(r, len(nodes), port, n, exit_after, results))
              for r, n in enumerate(nodes)]
     for p in procs:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from evoplat.platform import download
 from evoplat.platform.config import DataConfig
 from evoplat.platform.data import DataError, check_available, load_dataset
@@ -42,12 +43,6 @@ def mirror(tmp_path, monkeypatch):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]     # closed again on exit: nothing listens there
 
 
 def test_missing_mnist_is_downloaded_once_with_a_disk_line(mirror, tmp_path, capsys):
@@ -93,7 +88,7 @@ def test_too_little_disk_is_said_before_anything_is_written(mirror, tmp_path, mo
 
 def test_no_network_fails_at_once_and_writes_nothing(tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/b/"])
     root = tmp_path / "data"
     with pytest.raises(DataError, match=rf"MNIST is not in {root / 'MNIST' / 'raw'} and cannot be downloaded: "
@@ -118,7 +113,7 @@ def test_a_mirror_that_never_answers_is_given_up(tmp_path, monkeypatch):
 
 def test_fallback_without_network_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     from torchvision.datasets import MNIST
-    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{_closed_port()}/"])
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
     cfg = DataConfig(source="mnist", root=str(tmp_path / "data"), fallback="digits", val_size=5000,
                      train_subset=50000)
     check_available(cfg)
@@ -130,7 +125,7 @@ def test_fallback_without_network_says_so_in_one_line(tmp_path, monkeypatch, cap
 
 def test_no_fallback_unless_asked_and_none_on_resume(tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
-    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{_closed_port()}/"])
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
     with pytest.raises(DataError, match="cannot be downloaded"):
         check_available(DataConfig(source="mnist", root=str(tmp_path)))
     cfg = DataConfig(source="mnist", root=str(tmp_path), fallback="digits")

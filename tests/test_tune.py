@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import free_port
 from evoplat.platform.config import build_config
 
 
@@ -153,14 +154,11 @@ def test_tune_section_is_generic():
 
 def test_trials_take_the_data_fallback(ray_local, tmp_path, monkeypatch):
     """MNIST cannot be had (no mirror answers) and data.fallback says digits: the trials train on digits."""
-    import socket
 
     from torchvision.datasets import MNIST
 
     from evoplat.platform.run.tune import run_tune
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]           # closed once the block ends: nothing listens there
+    port = free_port()                      # nothing listens there
     monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
     raw = hybrid_raw(epochs=1)
     raw["data"] = {"source": "mnist", "root": str(tmp_path / "data"), "fallback": "digits"}
