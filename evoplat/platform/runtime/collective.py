@@ -114,10 +114,10 @@ def all_gather(mine: torch.Tensor) -> list[torch.Tensor]:
     import torch.distributed as dist
     if world_size() == 1:
         return [mine]
-    if _segment is not None and _segment.fits(mine):
-        return _segment.all_gather(mine, _timeout_s)
-    parts = [torch.empty_like(mine) for _ in range(world_size())]
     try:
+        if _segment is not None and _segment.fits(mine):
+            return _segment.all_gather(mine, _timeout_s)
+        parts = [torch.empty_like(mine) for _ in range(world_size())]
         dist.all_gather(parts, mine)
     except Exception as err:  # gloo reports a lost peer or a timeout as several error types
         raise CollectiveError(f"all-gather failed: {str(err).strip().splitlines()[0][:300]}") from None

@@ -70,7 +70,8 @@ class ShmGather:
         return t.numel() * t.element_size() <= SLOT_BYTES
 
     def all_gather(self, mine: torch.Tensor, timeout_s: float) -> list[torch.Tensor]:
-        from evoplat.platform.runtime.collective import CollectiveError
+        """Every member's `mine`, in rank order; ConnectionError if a peer is gone, TimeoutError if one
+        stays silent for `timeout_s` (collective.py reports both as a broken group)."""
         self.round += 1
         n, buf = self.round, self.round % 2
         data = mine.detach().cpu().contiguous().numpy()
@@ -88,9 +89,9 @@ class ShmGather:
                 if waited - checked > 0.02:
                     checked = waited
                     if not alive(int(self.pids[r])):
-                        raise CollectiveError(f"all-gather failed: rank {r} (pid {int(self.pids[r])}) is gone")
+                        raise ConnectionError(f"rank {r} (pid {int(self.pids[r])}) is gone")
                     if waited > timeout_s:
-                        raise CollectiveError(f"all-gather failed: rank {r} silent for {timeout_s:.0f}s")
+                        raise TimeoutError(f"rank {r} silent for {timeout_s:.0f}s")
                 if spins < 4000:
                     os.sched_yield()
                 else:                     # a peer far behind (a big share, a stuck peer): wake up rarely
