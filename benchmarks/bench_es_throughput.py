@@ -114,9 +114,12 @@ def section_pes(args) -> None:
         for where in ("ray, 2 workers", *WORKER_LOOPS):
             best = [max(a["gen_s"], b["gen_s"]) for a, b in zip(*(runs[(kind, w)] for w in LOCAL))]
             ratios = [two["gen_s"] / loc for loc, two in zip(best, runs[(kind, where)])]
+            same = [two["gen_s"] / loc["gen_s"] for loc, two in zip(runs[(kind, LOCAL[0])], runs[(kind, where)])]
             name = kind if kind == "full" else "lowrank r=1"
             lines.append(f"\n{name}: `{where}` / the faster in-process run on 2 threads, round by round: "
-                         f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**)")
+                         f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**); "
+                         f"/ the in-process run at the same chunk size: {', '.join(f'{x:.2f}x' for x in same)} "
+                         f"(median {med(same):.2f}x)")
     write("es_throughput", "\n".join(lines) + "\n")
 
 
