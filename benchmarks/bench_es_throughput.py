@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import gemm_gflops, local_pool, on_ray, pes_config, ray_pool, time_es, time_worker_loop, uptime  # noqa: E402
+from _pes import (arithmetic_bound, gemm_gflops, local_pool, on_ray, pes_config, ray_pool, time_es,  # noqa: E402
+                  time_worker_loop, uptime)
 
 REPO = Path(__file__).resolve().parents[1]
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
@@ -120,6 +121,8 @@ def section_pes(args) -> None:
                          f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**); "
                          f"/ the in-process run at the same chunk size: {', '.join(f'{x:.2f}x' for x in same)} "
                          f"(median {med(same):.2f}x)")
+    best_full = max(med([r["gen_s"] for r in runs[s]]) for s in settings if s[0] == "full")
+    lines += ["", arithmetic_bound(best_full, med(peaks[2])) + " (The peak: the median of the 2-thread ones.)"]
     write("es_throughput", "\n".join(lines) + "\n")
 
 

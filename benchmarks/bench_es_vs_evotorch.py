@@ -20,7 +20,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import gemm_gflops, local_pool, pes_config, ray_pool, time_es, uptime  # noqa: E402
+from _pes import arithmetic_bound, gemm_gflops, local_pool, pes_config, ray_pool, time_es, uptime  # noqa: E402
 
 
 def evotorch_gen_s(x: torch.Tensor, y: torch.Tensor, generations: int, warmup: int = 3):
@@ -90,13 +90,8 @@ def main() -> None:
     for kind, where, gs in rows:
         ratio = f"{gs / et:.1f}x" if et else "-"
         lines.append(f"| evoplat OpenAI-ES | {kind if kind == 'full' else 'lowrank r=1'} | {where} | {gs:.2f} | {ratio} |")
-    # The arithmetic full rank cannot avoid with the shared-base forward: one [256 x 784] x [784 x 128]
-    # noise product per antithetic key (the rest of a generation is a few percent of it).
-    gflop = 128 * 2 * 256 * 784 * 128 / 1e9
     best_full = max(gs for kind, _, gs in rows if kind == "full")
-    lines += ["", f"Full rank's first-layer noise products are {gflop:.2f} GFLOP per generation (128 keys x 2 x 256 x "
-              f"784 x 128): at the peak above they bound full rank at {peak / gflop:.1f} generations/s; the best "
-              f"full-rank rate here is {100 * best_full * gflop / peak:.0f}% of that bound."]
+    lines += ["", arithmetic_bound(best_full, peak)]
     write("es_vs_evotorch", "\n".join(lines) + "\n")
 
 
