@@ -9,10 +9,10 @@ Plug-in points (platform/registry.py): MODELS, DATASETS, FITNESS, STRATEGIES, ME
 __version__ = "0.2.0"
 
 from evoplat import methods as _methods  # noqa: F401  (registers the built-in methods)
-from evoplat.api import RunResult, run
+from evoplat.api import RunResult, load_model, run
 from evoplat.platform.config import ConfigError, ExperimentConfig, build_config, load_config
 from evoplat.platform.registry import DATASETS, FITNESS, METHODS, MODELS, STRATEGIES, resolve_target
 from evoplat.platform.run.trainer import Trainer, register_method
 
-__all__ = ["run", "RunResult", "ExperimentConfig", "ConfigError", "build_config", "load_config", "Trainer",
+__all__ = ["run", "load_model", "RunResult", "ExperimentConfig", "ConfigError", "build_config", "load_config", "Trainer",
            "register_method", "MODELS", "DATASETS", "FITNESS", "STRATEGIES", "METHODS", "resolve_target"]

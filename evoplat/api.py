@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from evoplat.platform.config import ExperimentConfig, load_config, to_yaml
+from evoplat.platform.config import ConfigError, ExperimentConfig, load_config, to_yaml
 from evoplat.platform.data import check_available
 from evoplat.platform.device import driver_device
 from evoplat.platform.registry import METHODS
 from evoplat.platform.run.context import RunContext
 from evoplat.platform.run.loop import run_loop
 from evoplat.platform.run.rundir import RunDirectory, RunDirError
+from evoplat.platform.run.trainer import Trainer
 from evoplat.platform.runtime.cluster import check_address
 
 
@@ -47,6 +48,36 @@ class RunResult:
         """metrics.parquet as a pandas DataFrame (one row per step)."""
         import pandas as pd
         return pd.read_parquet(self.run_dir / "metrics.parquet")
+
+    def model(self):
+        """The trained network (`load_model`, with this run's own config: its callables included)."""
+        return load_model(self.run_dir, self.config)
+
+
+def load_model(run_dir, config: Any = None):
+    """The network a run trained, as a torch module on the CPU in eval mode, with the weights of the run's
+    last checkpoint (model.pt, written beside every checkpoint by es, hybrid, consequential and single
+    rec_lra runs). The module is rebuilt from `config` (anything `evoplat.run` takes), by default the
+    run's config.yaml, where a target given as a Python callable cannot be rebuilt: pass the config.
+    Not a run directory: RunDirError; no model.pt or a damaged one: CheckpointError; a config.yaml that
+    cannot be rebuilt here: ConfigError."""
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise RunDirError(f"model error: {run_dir} is not a run directory (no config.yaml)")
+    run = RunDirectory(run_dir)
+    if config is None:
+        try:
+            cfg = load_config(run.path / "config.yaml")
+        except ConfigError as err:
+            raise ConfigError(f"{err} (in {run.path / 'config.yaml'}: pass load_model(run_dir, config) "
+                              "with the run's own config)") from None
+    else:
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    saved = run.load_network()
+    # a Trainer passed to run(trainer=...) is registered only in that process: the base class's builder
+    method = METHODS.get(cfg.algorithm) if cfg.algorithm in METHODS else Trainer
+    net = method.build_network(cfg, saved["input_shape"], saved["num_outputs"])
+    net.load_state_dict(saved["state_dict"])
+    return net.eval()
 
 
 def default_run_dir(name: str) -> Path:

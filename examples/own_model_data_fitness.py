@@ -38,3 +38,5 @@ if __name__ == "__main__":
         "es": {"generations": args.generations, "popsize": 64, "sigma": 0.1, "lr": 0.05, "batch_size": 250},
         "runtime": {"num_workers": 2}}, run_dir=args.run_dir, overwrite=True)
     print(f"test accuracy {100 * result.summary['test_acc']:.1f}% after {result.summary['steps']} generations")
+    net = result.model()              # the trained make_net module, rebuilt from the run directory
+    print(f"trained network: {sum(p.numel() for p in net.parameters())} parameters in {args.run_dir}/model.pt")

@@ -11,7 +11,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.mark.parametrize("script, args, expect", [
-    ("own_model_data_fitness.py", ["--generations", "3"], "test accuracy"),
+    ("own_model_data_fitness.py", ["--generations", "3"], "trained network"),
     ("gym_policy.py", ["--generations", "2", "--eval-episodes", "3"], "mean return"),
     ("own_method.py", ["--steps", "5"], "test accuracy"),
 ])
@@ -20,4 +20,6 @@ def test_example_runs(tmp_path, script, args, expect):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert expect in out.stdout.splitlines()[-1]
+    if script == "own_model_data_fitness.py":     # the model came back from the run directory
+        assert "test accuracy" in out.stdout and (tmp_path / "run" / "model.pt").is_file()
     assert (tmp_path / "run" / "metrics.parquet").is_file() and (tmp_path / "run" / "summary.json").is_file()

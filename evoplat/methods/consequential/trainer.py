@@ -70,6 +70,9 @@ class ConsequentialTrainer(Trainer):
     def evaluate(self) -> dict:
         return evaluate_splits(self.model, self.data, self.cfg.run.eval_batch_size)
 
+    def network(self):
+        return self.model, self.data.input_shape, self.data.num_classes
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},

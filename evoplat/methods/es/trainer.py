@@ -82,6 +82,10 @@ class ESTrainer(Trainer):
     def state_dict(self) -> dict:
         return {"strategy": self.state.to_dict()}
 
+    def network(self):
+        self.layout.load_into(self.model, self.state.center)
+        return self.model, self.task.input_shape, self.task.num_outputs
+
     def load_state_dict(self, state: dict) -> None:
         self.state = StrategyState.from_dict(state["strategy"])
 

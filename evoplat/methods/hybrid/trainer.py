@@ -166,6 +166,9 @@ class HybridTrainer(Trainer):
     def evaluate(self) -> dict:
         return evaluate_splits(self.model, self.data, self.cfg.run.eval_batch_size)
 
+    def network(self):
+        return self.model, self.data.input_shape, self.data.num_classes
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "es": dict(self.es_state), "rng": torch.get_rng_state()}

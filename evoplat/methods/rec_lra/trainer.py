@@ -15,7 +15,7 @@ import functools
 from typing import Any
 
 from evoplat.platform.data import load_dataset
-from evoplat.methods.rec_lra.learner import RecLRALearner, RecLRAMemberHost
+from evoplat.methods.rec_lra.learner import RecLRALearner, RecLRAMemberHost, build_rec_lra_net
 from evoplat.methods.rec_lra.config import RecLRAConfig
 from evoplat.platform.config import set_dotted
 from evoplat.platform.run.trainer import Trainer, register_method
@@ -85,6 +85,16 @@ class RecLRATrainer(Trainer):
 
     def evaluate(self) -> dict:
         return self.learner.evaluate() if self.learner is not None else {}
+
+    def network(self):
+        """A single run's network (a population's members are many networks: none)."""
+        if self.learner is None:
+            return None
+        return self.learner.net, self.learner.data.input_shape, self.learner.data.num_classes
+
+    @classmethod
+    def build_network(cls, cfg, input_shape: tuple, num_outputs: int):
+        return build_rec_lra_net(cfg, tuple(input_shape), int(num_outputs))
 
     def state_dict(self) -> dict:
         if self.learner is not None:

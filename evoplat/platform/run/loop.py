@@ -3,7 +3,7 @@
     trainer.setup(); resume from the last checkpoint if there is one
     until the method's budget, run.max_steps, run.max_wall_s or the target metric says stop:
         row = trainer.step(); evaluate when due; track best-so-far; report to loggers;
-        checkpoint when due (and at the last step)
+        checkpoint when due (and at the last step), with the trained network beside it (model.pt)
     trainer.finish() after a complete run; pools shut down whatever happens
 
 Checkpoints hold {"algorithm", **trainer.state_dict(), "best", "step", "wall_time"}, so a resumed
@@ -125,6 +125,9 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
                 trainer.save_artifacts()
                 ctx.checkpoint(step, cpu_state({"algorithm": cfg.algorithm, **trainer.state_dict(),
                                                 "best": dict(best.values)}))
+                network = trainer.network()
+                if network is not None:             # model.pt: the weights of the checkpoint just written
+                    ctx.run.save_network(*network, step=step)
         extra = trainer.finish() if reason == "complete" else None
         if extra:
             ctx.report(dict(extra, phase=extra.get("phase", "final"), step=trainer.steps_done + 1, final=True))

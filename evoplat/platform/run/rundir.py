@@ -109,6 +109,19 @@ class RunDirectory:
             return None
         return load_checkpoint(ckpts[-1])
 
+    def save_network(self, module, input_shape: tuple, num_outputs: int, step: int) -> None:
+        """model.pt: the trained network's weights (CPU) and what it was built for; replaced atomically."""
+        state = {"state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+                 "input_shape": [int(d) for d in input_shape], "num_outputs": int(num_outputs), "step": int(step)}
+        _atomic_write(self.path / "model.pt", lambda t: torch.save(state, t))
+
+    def load_network(self) -> dict:
+        path = self.path / "model.pt"
+        if not path.is_file():
+            raise CheckpointError(f"model error: {self.path} has no model.pt (no checkpoint written yet, or its "
+                                  "method's result is not one network: RSO, a rec_lra population, grad_instructor)")
+        return load_checkpoint(path)
+
     def write_summary(self, summary: dict) -> None:
         text = json.dumps({k: _plain(v) for k, v in summary.items()}, indent=2)
         _atomic_write(self.path / "summary.json", lambda t: t.write_text(text))

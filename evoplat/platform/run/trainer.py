@@ -81,6 +81,19 @@ class Trainer:
     def save_artifacts(self) -> None:
         """Called with every checkpoint: write method artefacts (files other tools read) to run_path."""
 
+    def network(self) -> Optional[tuple]:
+        """(module, input_shape, num_outputs): the network this run trains, holding the current solution's
+        weights, and what it was built for. The loop saves it with every checkpoint as model.pt, which
+        `evoplat.load_model` reads back. None when the result is not one network that `build_network`
+        makes (the default)."""
+        return None
+
+    @classmethod
+    def build_network(cls, cfg, input_shape: tuple, num_outputs: int):
+        """A freshly built network of the kind `network()` returns, for `evoplat.load_model` to fill in."""
+        from evoplat.platform.models import build_model
+        return build_model(cfg.model, tuple(input_shape), int(num_outputs))
+
     # -- what the platform provides -----------------------------------------------------------------
     @property
     def device(self):
