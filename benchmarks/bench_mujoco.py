@@ -17,6 +17,31 @@ import evoplat  # noqa: E402
 CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "es_hopper.yaml"
 
 
+def gait(res, episodes: int = 5) -> list[str]:
+    """Table rows of the last checkpoint's center on fresh episodes: length, return, the forward part of
+    the return and the distance moved (on Hopper a return near 1,000 can be 1,000 steps of standing)."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from evoplat.platform.models import build_model
+    from evoplat.platform.population.forward import ParamLayout
+    from evoplat.platform.run.rundir import RunDirectory
+    env = gym.make(res.config.fitness.kwargs["env"])
+    net = build_model(res.config.model, env.observation_space.shape, env.action_space.shape[0])
+    ParamLayout(net).load_into(net, RunDirectory(res.run_dir).load_latest()["strategy"]["center"])
+    rows = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=10_000 + ep)
+        x0, total, forward, steps, done = env.unwrapped.data.qpos[0], 0.0, 0.0, 0, False
+        while not done:
+            with torch.no_grad():
+                logits = net(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+            obs, r, term, trunc, info = env.step(np.clip(logits, env.action_space.low, env.action_space.high))
+            total, forward, steps, done = total + r, forward + info.get("reward_forward", 0.0), steps + 1, term or trunc
+        rows.append(f"| {ep} | {steps} | {total:.1f} | {forward:.1f} | {env.unwrapped.data.qpos[0] - x0:.2f} |")
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run-dir", default=str(RESULTS / "runs" / "es_hopper"))
@@ -47,6 +72,9 @@ def main() -> None:
              "- curve: `benchmarks/results/es_hopper.png`", "",
              "| generation | population mean return | center's evaluation return (5 episodes) |", "|---:|---:|---:|"]
     lines += [f"| {int(r.generation)} | {r.fitness_mean:.1f} | {r.test_return:.1f} |" for r in ev.itertuples()]
+    lines += ["", f"The center after generation {res.summary['steps']} on 5 fresh episodes (seeds 10000-10004):", "",
+              "| episode | steps | return | forward part of the return | x moved (m) |", "|---:|---:|---:|---:|---:|",
+              *gait(res)]
     write("es_hopper", "\n".join(lines) + "\n")
 
 
