@@ -45,11 +45,12 @@ def build_cfg(args):
 def time_generations(pool, cfg, generations: int) -> float:
     """Members evaluated per second over `generations` population evaluations (no tell: pure pool)."""
     from evoplat.platform.population.noise import Population
-    from evoplat.platform.population.generation import member_ranges
+    from evoplat.platform.population.generation import balanced_ranges
     from test_faults_support import es_parts
     _, _, state = es_parts(cfg)
     center = state.center.numpy()
-    items = member_ranges(cfg.es.popsize, cfg.runtime.chunk_size, 2)
+    # the work items an ES generation sends this pool (ESGeneration): about two per worker
+    items = balanced_ranges(cfg.es.popsize, cfg.runtime.chunk_size, pool.num_workers)
     t0 = time.perf_counter()
     for g in range(generations):
         pop = Population(center, cfg.es.sigma, cfg.es.popsize, g)
@@ -112,7 +113,8 @@ def main() -> int:
         f"- command: `{cmd}`",
         "- cluster: `cluster/local_cluster.sh start 2` (head 0 CPU + 2 worker nodes x 1 CPU, token auth)",
         f"- workload: MLP 784-256-10, popsize {args.popsize}, chunk {args.chunk}, batch {args.batch}, "
-        f"{args.generations} generations per round, {args.rounds} alternating rounds",
+        f"{args.generations} generations per round, {args.rounds} alternating rounds; work items as an ES "
+        "generation splits them (about two per worker)",
         f"- load before: `{load_before}`; after: `{load_after}`",
         f"- worker nodes used: 1 worker -> {len(nodes.get(1, []))} node, 2 workers -> {len(nodes.get(2, []))} nodes",
         "",
