@@ -16,7 +16,8 @@ from evoplat.platform.config import ConfigError, describe_options
 def _add_run_parser(sub):
     p = sub.add_parser("run", help="Run one experiment from a YAML config.",
                        description="Run one experiment. The run directory receives config.yaml, "
-                                   "metrics.parquet, checkpoints/ and summary.json.")
+                                   "metrics.parquet, checkpoints/, summary.json and (for methods that "
+                                   "train one network) model.pt.")
     p.add_argument("config", nargs="?", help="Experiment YAML (optional with --resume).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override an option; dotted keys reach nested sections (es.popsize=512). Repeatable.")
@@ -79,6 +80,8 @@ def cmd_run(args) -> int:
     if acc is not None:
         print(f"final test accuracy: {100 * acc:.2f}%")
     print(f"run directory: {result.run_dir.resolve()}")
+    if (result.run_dir / "model.pt").is_file():
+        print(f"trained network: evoplat.load_model({str(result.run_dir.resolve())!r})")
     return 0
 
 

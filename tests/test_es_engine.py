@@ -67,6 +67,7 @@ def test_run_directory_contents(ray_local, tmp_path, capsys):
     assert main(["run", str(cfg_path), "--run-dir", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "final test accuracy" in out and str(run.resolve()) in out
+    assert f"evoplat.load_model({str(run.resolve())!r})" in out and (run / "model.pt").is_file()
     table = pq.read_table(run / "metrics.parquet").to_pandas()
     assert list(table["generation"]) == list(range(1, 7))
     for col in ("wall_time", "evals_per_s", "fitness_mean", "fitness_max", "fitness_min", "sigma",
