@@ -56,8 +56,8 @@ class RunResult:
 
 def load_model(run_dir, config: Any = None):
     """The network a run trained, as a torch module on the CPU in eval mode, with the weights of the run's
-    last checkpoint (model.pt, written beside every checkpoint by es, hybrid, consequential and single
-    rec_lra runs). The module is rebuilt from `config` (anything `evoplat.run` takes), by default the
+    last checkpoint (model.pt, written beside every checkpoint by es, rso, hybrid, consequential and
+    single rec_lra runs). The module is rebuilt from `config` (anything `evoplat.run` takes), by default the
     run's config.yaml, where a target given as a Python callable cannot be rebuilt: pass the config.
     Not a run directory: RunDirError; no model.pt or a damaged one: CheckpointError; a config.yaml that
     cannot be rebuilt here: ConfigError."""

@@ -1,5 +1,5 @@
 """evoplat.load_model: the network a run trained, rebuilt from its run directory (model.pt, written with
-every checkpoint), for every method whose result is one network; clear errors for the others."""
+every checkpoint), for every method whose result is one network; clear errors otherwise."""
 from __future__ import annotations
 
 import pytest
@@ -69,3 +69,20 @@ def test_a_model_given_as_a_callable_comes_back_with_the_runs_own_config(tmp_pat
     assert [p.shape for p in net.parameters()] == [torch.Size([4, 64]), torch.Size([4])]
     with pytest.raises(evoplat.ConfigError, match="pass load_model"):
         evoplat.load_model(res.run_dir)
+
+
+@pytest.mark.parametrize("model", ["rso_mnist", "rso_cifar10"])
+def test_an_rso_network_classifies_with_its_calibration_statistics(tmp_path, model):
+    shape = [1, 8, 8] if model == "rso_mnist" else [3, 8, 8]
+    res = evoplat.run({"algorithm": "rso", "seed": 5, "model": {"name": model},
+                       "data": {"source": "synthetic", "synthetic_shape": shape, "val_size": 0,
+                                "synthetic_train": 96, "synthetic_test": 32},
+                       "run": {"max_steps": 2}, "rso": {"batch_size": 32, "cycles": 1}},
+                      run_dir=tmp_path / "rso")
+    net = res.model()
+    data = load_dataset(res.config.data, None)
+    with torch.no_grad():
+        acc, _ = accuracy(net, data.x_test, data.y_test)
+        batch_one = net(data.x_test[:1])               # a single image: no batch statistics involved
+    assert acc == pytest.approx(res.summary["test_acc"], abs=1e-9)
+    assert torch.allclose(batch_one, net(data.x_test[:5])[:1], atol=1e-5)

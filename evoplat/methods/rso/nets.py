@@ -170,8 +170,29 @@ class RSONet(nn.Module):
         return sorted(need)
 
     def forward(self, x: torch.Tensor, stats: Optional[dict] = None) -> torch.Tensor:
-        """Whole network; BN uses batch statistics (the RSO trial mode) unless `stats` are given."""
+        """Whole network; BN uses batch statistics (the RSO trial mode) unless `stats` are given, or the
+        network is an exported one (`calibrate`, then `evoplat.load_model`) in eval mode."""
+        if stats is None and self.exported and not self.training:
+            stats = self.running_stats()
         return self.head(self.run_blocks(0, {-1: x}, 1, stats))
+
+    # -- export: a plain module that classifies with the calibration statistics --------------------
+    exported = False      # set on a network rebuilt by evoplat.load_model (RSOTrainer.build_network)
+
+    @torch.no_grad()
+    def calibrate(self, calib_x: torch.Tensor) -> None:
+        """Store the statistics of a calibration pass over `calib_x` (what RSO evaluates with) in the BN
+        modules' running buffers, so that they travel in the state dict."""
+        stats: dict = {}
+        self(calib_x, stats)
+        for (kind, k), (mean, var) in stats.items():
+            bn = self.bns[k] if kind == "bn" else self.proj_bns[str(k)]
+            bn.running_mean.copy_(mean), bn.running_var.copy_(var)
+
+    def running_stats(self) -> dict:
+        stats = {("bn", k): (bn.running_mean, bn.running_var) for k, bn in enumerate(self.bns)}
+        stats.update({("proj", int(k)): (bn.running_mean, bn.running_var) for k, bn in self.proj_bns.items()})
+        return stats
 
 
 def _batch_stats(z: torch.Tensor) -> tuple:

@@ -100,6 +100,17 @@ class RSOTrainer(Trainer):
                                             self.cfg.run.eval_batch_size)
         return {"test_acc": acc, "test_loss": loss}
 
+    def network(self):
+        """The network with the statistics RSO evaluates it with stored in its BN buffers."""
+        self.net.calibrate(self.calib)
+        return self.net, self.data.input_shape, self.data.num_classes
+
+    @classmethod
+    def build_network(cls, cfg, input_shape: tuple, num_outputs: int):
+        net = super().build_network(cfg, input_shape, num_outputs)
+        net.exported = True
+        return net
+
     def state_dict(self) -> dict:
         return {"params": self.search.params(), "cycle": self.cycle, "tensor_index": self.ti,
                 "trials_total": self.trials_total}

@@ -119,7 +119,7 @@ class RunDirectory:
         path = self.path / "model.pt"
         if not path.is_file():
             raise CheckpointError(f"model error: {self.path} has no model.pt (no checkpoint written yet, or its "
-                                  "method's result is not one network: RSO, a rec_lra population, grad_instructor)")
+                                  "method's result is not one network: a rec_lra population, grad_instructor)")
         return load_checkpoint(path)
 
     def write_summary(self, summary: dict) -> None:
