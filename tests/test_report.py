@@ -31,6 +31,16 @@ def test_curves_carry_the_unit_and_the_run_name(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_report_names_the_trained_network_when_there_is_one(tmp_path, capsys):
+    import torch
+    run = _run_dir(tmp_path / "n", "es", "generation")
+    report(str(run))
+    assert "load_model" not in capsys.readouterr().out
+    RunDirectory(run).save_network(torch.nn.Linear(3, 2), (3,), 2, step=4)
+    report(str(run))
+    assert f"trained network: evoplat.load_model({str(run)!r})" in capsys.readouterr().out
+
+
 def test_unit_from_the_phase_column_while_a_run_has_no_summary(tmp_path):
     run = _run_dir(tmp_path / "b", "rec_lra", "epoch", summary=False)
     ax = curve_figures(run)["loss"].axes[0]

@@ -82,7 +82,6 @@ def report(run_dir: str) -> list[Path]:
     run = Path(run_dir)
     table = _table(run)
     step = "step" if "step" in table else table.columns[0]
-    step = "step" if "step" in table else table.columns[0]
     print(f"run: {run}  rows: {len(table)}  last {step}: {table[step].iloc[-1]}")
     for col in ("test_acc", "val_acc", "best_test_acc", "train_loss", "wall_time"):
         if col in table and table[col].notna().any():
@@ -91,6 +90,8 @@ def report(run_dir: str) -> list[Path]:
             print(f"  {col:14s} last={s.iloc[-1]:.4f}{best}")
     if (run / "summary.json").is_file():
         print("  summary:", json.loads((run / "summary.json").read_text()))
+    if (run / "model.pt").is_file():
+        print(f"  trained network: evoplat.load_model({str(run)!r})")
     written = []
     for name, fig in curve_figures(run, table).items():
         out = run / f"{name}.png"
