@@ -58,6 +58,9 @@ def test_sweep_completes_and_reports(ray_local, tmp_path):
         assert list(df["step"]) == list(range(1, len(df) + 1))  # one report per epoch
         assert df["val_acc"].notna().all() and (df["ckpt_fingerprint"] != "").all()
     assert out["best_config"]["hybrid.es_every"] in (1, 2, 3)
+    import evoplat
+    best = evoplat.load_model(out["best_run_dir"])         # the best trial's network
+    assert sum(p.numel() for p in best.parameters()) > 0 and not best.training
 
 
 def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):

@@ -305,19 +305,22 @@ def run_tune(config: str | dict, overrides: list[str] = (), data_root: Optional[
     table = results_table(grid)
     path = Path(grid.experiment_path)
     table.to_parquet(path / "results.parquet", index=False)
-    best_config, best_metrics = None, None
+    best_config, best_metrics, best_run = None, None, None
     try:
         best = grid.get_best_result(metric=tcfg.metric, mode=tcfg.mode, scope="last")
         best_config = {k: v for k, v in best.config.items() if not k.startswith("_")}
         best_metrics = {k: best.metrics.get(k) for k in (tcfg.metric, "val_acc", "test_acc", "step")
                         if k in best.metrics}
+        best_run = Path(best.path) / "run"           # the trial's own run directory (_trial_run_dir)
     except RuntimeError:  # every trial failed
         pass
     if verbose:
         print(f"tune: {len(table)} trials, {grid.num_errors} errored; results table {path / 'results.parquet'}")
         print(f"tune: best config by {tcfg.metric} ({tcfg.mode}): {best_config}  metrics: {best_metrics}")
+        if best_run is not None and (best_run / "model.pt").is_file():
+            print(f"tune: best trial's network: evoplat.load_model({str(best_run)!r})")
     return {"grid": grid, "table": table, "best_config": best_config, "best_metrics": best_metrics,
-            "path": str(path)}
+            "best_run_dir": str(best_run) if best_run is not None else None, "path": str(path)}
 
 
 def run_tune_cli(args) -> int:
