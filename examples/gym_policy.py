@@ -22,5 +22,21 @@ if __name__ == "__main__":
         "run": {"eval_every": 5, "target_metric": "test_return", "target_value": 475},
         "runtime": {"num_workers": 2}}, run_dir=args.run_dir, overwrite=True)
     s = result.summary
+
+    # The trained policy is a plain torch module: play one more episode with it, outside evoplat.
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    policy, env = result.model(), gym.make(args.env)
+    obs, _ = env.reset(seed=12345)
+    total, done = 0.0, False
+    while not done:
+        with torch.no_grad():
+            out = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+        discrete = isinstance(env.action_space, gym.spaces.Discrete)
+        action = int(out.argmax()) if discrete else np.clip(out, env.action_space.low, env.action_space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, done = total + float(reward), terminated or truncated
+    print(f"the loaded policy, one more episode: return {total:.1f}")
     print(f"mean return {s['test_return']:.1f} over {args.eval_episodes} episodes after {s['steps']} "
           f"generations ({s['stopped']})")

@@ -22,4 +22,6 @@ def test_example_runs(tmp_path, script, args, expect):
     assert expect in out.stdout.splitlines()[-1]
     if script == "own_model_data_fitness.py":     # the model came back from the run directory
         assert "test accuracy" in out.stdout and (tmp_path / "run" / "model.pt").is_file()
+    if script == "gym_policy.py":                 # and the policy played an episode on its own
+        assert "the loaded policy, one more episode: return" in out.stdout
     assert (tmp_path / "run" / "metrics.parquet").is_file() and (tmp_path / "run" / "summary.json").is_file()
