@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from evoplat.platform.device import cpu_state
+
 
 class RunDirError(FileExistsError):
     pass
@@ -111,8 +113,8 @@ class RunDirectory:
 
     def save_network(self, module, input_shape: tuple, num_outputs: int, step: int) -> None:
         """model.pt: the trained network's weights (CPU) and what it was built for; replaced atomically."""
-        state = {"state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
-                 "input_shape": [int(d) for d in input_shape], "num_outputs": int(num_outputs), "step": int(step)}
+        state = {"state_dict": cpu_state(dict(module.state_dict())), "input_shape": [int(d) for d in input_shape],
+                 "num_outputs": int(num_outputs), "step": int(step)}
         _atomic_write(self.path / "model.pt", lambda t: torch.save(state, t))
 
     def load_network(self) -> dict:
