@@ -175,9 +175,12 @@ class LowRankNoise(KeyedNoise):
                         part = wk @ factors[:, f:f + out]
                         total[off:off + out].copy_(part) if k0 == 0 else total[off:off + out].add_(part)
                         continue
-                    a, b = self._split(factors, seg)
-                    a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
-                    b = b.transpose(1, 2).reshape(-1, inn)
+                    if self.rank == 1:      # A and B are plain column slices: the same operands, fewer ops
+                        a, b = factors[:, f:f + out] * wk[:, None], factors[:, f + out:f + out + inn]
+                    else:
+                        a, b = self._split(factors, seg)
+                        a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
+                        b = b.transpose(1, 2).reshape(-1, inn)
                     # [K r, out]^T @ [K r, in] straight into `total`: for rank 1 b is a view of the
                     # factors (no permuted copy).
                     dst = total[off:off + out * inn].view(out, inn)
