@@ -2,6 +2,7 @@
 curve over generations, written as a table and a PNG. Resumable: the run directory is kept.
 
     python benchmarks/bench_mujoco.py [--run-dir benchmarks/results/runs/es_hopper] [--resume] [--set k=v ...]
+        [--name es_hopper]     # the results' file names: results/NAME.md and NAME.png
 """
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ def gait(res, episodes: int = 5) -> list[str]:
     from evoplat.platform.population.forward import ParamLayout
     from evoplat.platform.run.rundir import RunDirectory
     env = gym.make(res.config.fitness.kwargs["env"])
-    net = build_model(res.config.model, env.observation_space.shape, env.action_space.shape[0])
-    ParamLayout(net).load_into(net, RunDirectory(res.run_dir).load_latest()["strategy"]["center"])
+    if (res.run_dir / "model.pt").is_file():      # the exported policy (its observation normalizer included)
+        net = res.model()
+    else:                                         # a run from before model.pt: the center into a fresh net
+        net = build_model(res.config.model, env.observation_space.shape, env.action_space.shape[0])
+        ParamLayout(net).load_into(net, RunDirectory(res.run_dir).load_latest()["strategy"]["center"])
     rows = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=10_000 + ep)
@@ -47,6 +51,7 @@ def main() -> None:
     p.add_argument("--run-dir", default=str(RESULTS / "runs" / "es_hopper"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--name", default="es_hopper", help="results/NAME.md and results/NAME.png")
     args = p.parse_args()
     if args.resume:
         res = evoplat.run(resume=args.run_dir, overrides=args.overrides)
@@ -64,18 +69,21 @@ def main() -> None:
     ax.set_xlabel("generation"), ax.set_ylabel("return"), ax.legend(fontsize=7)
     ax.set_title(f"OpenAI-ES on {res.config.fitness.kwargs['env']}")
     fig.tight_layout()
-    fig.savefig(RESULTS / "es_hopper.png", dpi=110)
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=110)
+    norm = res.config.fitness.kwargs.get("observation_normalization", False)
     lines = [header(f"OpenAI-ES on {res.config.fitness.kwargs['env']} (MuJoCo) through the gym fitness"),
-             "- config: `experiments/es_hopper.yaml` (tanh MLP 11-32-3, popsize 48, sigma 0.05, Adam lr 0.02)",
+             "- config: `experiments/es_hopper.yaml` (tanh MLP 11-32-3, popsize 48, sigma 0.05, Adam lr 0.02)"
+             + (", observation normalization on" if norm else "")
+             + (f"; overrides: `{' '.join(args.overrides)}`" if args.overrides else ""),
              f"- generations run: {res.summary['steps']} of {res.summary['budget']} ({res.summary['stopped']}); "
              f"wall time {m['wall_time'].iloc[-1]:.0f} s (background run, often paused: not a speed figure)",
-             "- curve: `benchmarks/results/es_hopper.png`", "",
+             f"- curve: `benchmarks/results/{args.name}.png`", "",
              "| generation | population mean return | center's evaluation return (5 episodes) |", "|---:|---:|---:|"]
     lines += [f"| {int(r.generation)} | {r.fitness_mean:.1f} | {r.test_return:.1f} |" for r in ev.itertuples()]
     lines += ["", f"The center after generation {res.summary['steps']} on 5 fresh episodes (seeds 10000-10004):", "",
               "| episode | steps | return | forward part of the return | x moved (m) |", "|---:|---:|---:|---:|---:|",
               *gait(res)]
-    write("es_hopper", "\n".join(lines) + "\n")
+    write(args.name, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

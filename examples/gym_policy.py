@@ -1,6 +1,9 @@
 """Train a gymnasium policy with OpenAI-ES: the fitness is the episode return, played on the workers.
 
-    python examples/gym_policy.py [--env CartPole-v1] [--generations 100]
+    python examples/gym_policy.py [--env CartPole-v1] [--generations 100] [--normalize]
+
+--normalize: the policy sees observations normalized by running statistics (Salimans et al. 2017); the
+policy you get back holds them, so it still takes raw observations.
 """
 import argparse
 
@@ -12,12 +15,14 @@ if __name__ == "__main__":
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--run-dir", default="runs/gym_policy")
+    p.add_argument("--normalize", action="store_true", help="observation normalization")
     args = p.parse_args()
     result = evoplat.run({
         "algorithm": "es",
         "model": {"name": "mlp", "hidden": [16]},                      # any registered model is a policy
         "fitness": {"name": "gym", "kwargs": {"env": args.env, "episodes": 1,
-                                              "eval_episodes": args.eval_episodes}},
+                                              "eval_episodes": args.eval_episodes,
+                                              "observation_normalization": args.normalize}},
         "es": {"generations": args.generations, "popsize": 64, "sigma": 0.1, "lr": 0.05, "weight_decay": 0.0},
         "run": {"eval_every": 5, "target_metric": "test_return", "target_value": 475},
         "runtime": {"num_workers": 2}}, run_dir=args.run_dir, overwrite=True)

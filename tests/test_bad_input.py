@@ -87,6 +87,12 @@ def _file(path: Path, data: bytes | str) -> str:
     return str(path)
 
 
+# a gym run with observation normalization (CartPole: gymnasium's own, no download)
+GYM = {**BASE, "data": None, "model": {"name": "mlp", "hidden": [4]},
+       "fitness": {"name": "gym", "kwargs": {"env": "CartPole-v1", "eval_episodes": 1, "max_episode_steps": 10,
+                                             "observation_normalization": True}}}
+GYM = {k: v for k, v in GYM.items() if v is not None}
+
 NPZ = ["--set", "data.source=npz", "--set", "data.val_size=8", "--data-root"]
 MNIST = ["--set", "data.source=mnist", "--set", "data.val_size=8", "--set", "data.download=false",
          "--data-root"]
@@ -120,6 +126,17 @@ CASES = {
                               "no_such_mod"),
     "val_size_too_large": (lambda ws, d: [str(ws / "base.yaml"), "--set", "data.val_size=96"],
                            "leaves no training examples"),
+    "model_kwargs_unknown": (lambda ws, d: [str(ws / "base.yaml"), "--set", "model.kwargs.depth=3"],
+                             r"model\.kwargs\.depth: not an option of mlp \(its options: hidden, activation\)"),
+    "data_kwargs_on_registered_source": (lambda ws, d: [str(ws / "base.yaml"), "--set", "data.kwargs.n=3"],
+                                         r"data\.kwargs\.n: the registered source 'synthetic' takes no kwargs"),
+    "fitness_kwargs_misspelt": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
+                                               "fitness.kwargs.observation_normalisation=true"],
+                                r"fitness\.kwargs\.observation_normalisation: not an option of GymTask"),
+    "obs_norm_in_workers_loop": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
+                                                "runtime.loop=workers"], "observation_normalization runs with"),
+    "obs_clip_not_positive": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
+                                             "fitness.kwargs.obs_clip=0"], "obs_clip must be > 0"),
     # MNIST idx files
     "mnist_missing": (lambda ws, d: [str(ws / "base.yaml"), *MNIST, str(d)], "MNIST not found in"),
     "mnist_truncated": (lambda ws, d: [str(ws / "base.yaml"), *MNIST, mnist(

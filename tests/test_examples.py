@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.mark.parametrize("script, args, expect", [
     ("own_model_data_fitness.py", ["--generations", "3"], "trained network"),
-    ("gym_policy.py", ["--generations", "2", "--eval-episodes", "3"], "mean return"),
+    ("gym_policy.py", ["--generations", "2", "--eval-episodes", "3", "--normalize"], "mean return"),
     ("own_method.py", ["--steps", "5"], "test accuracy"),
 ])
 def test_example_runs(tmp_path, script, args, expect):

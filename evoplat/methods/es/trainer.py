@@ -12,7 +12,7 @@ from evoplat.platform.population.evaluator import ESEvaluator, make_es_noise
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.generation import ESGeneration
 from evoplat.platform.population.worker_loop import ESLoopHost, ESWorkerLoop
-from evoplat.platform.population.task import make_task
+from evoplat.platform.population.task import fitness_object, make_task
 from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
 from evoplat.platform.strategies import StrategyState, build_strategy
@@ -40,8 +40,17 @@ class ESTrainer(Trainer):
             self.ahead = ESWorkerLoop(self.workers, self.strategy, self.noise, cfg.runtime.loop_span_s)
         else:
             self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
-            self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size)
-        self.state = self.strategy.init(self.layout.flatten(self.model))
+            self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size,
+                                           merge_task_state=getattr(self.task, "merge_state", None))
+        self.state = self._with_task_state(self.strategy.init(self.layout.flatten(self.model)))
+
+    def _with_task_state(self, state: StrategyState) -> StrategyState:
+        """`state` carrying the task's running state (e.g. observation statistics), fresh if it has none
+        yet (a new run, or one resumed with the option newly turned on)."""
+        task_state = self.task.initial_state() if hasattr(self.task, "initial_state") else None
+        if task_state is not None and "task" not in state.extra:
+            state.extra = {**state.extra, "task": task_state}
+        return state
 
     @property
     def state(self) -> StrategyState:
@@ -75,19 +84,32 @@ class ESTrainer(Trainer):
                 row[HISTOGRAMS]["sigma"] = sigma
         return row
 
-    def evaluate(self) -> dict:
+    def _load_solution(self) -> None:
+        """The center into the driver's model, and the task's running state (if any) into its task."""
         self.layout.load_into(self.model, self.state.center)
+        if hasattr(self.task, "load_state"):
+            self.task.load_state(self.state.extra.get("task"))
+
+    def evaluate(self) -> dict:
+        self._load_solution()
         return self.task.evaluate(self.model, self.state.generation - 1)
 
     def state_dict(self) -> dict:
         return {"strategy": self.state.to_dict()}
 
     def network(self):
-        self.layout.load_into(self.model, self.state.center)
-        return self.model, self.task.input_shape, self.task.num_outputs
+        self._load_solution()
+        net = self.task.export_network(self.model) if hasattr(self.task, "export_network") else self.model
+        return net, self.task.input_shape, self.task.num_outputs
+
+    @classmethod
+    def build_network(cls, cfg, input_shape: tuple, num_outputs: int):
+        net = super().build_network(cfg, input_shape, num_outputs)
+        wrap = getattr(fitness_object(cfg), "policy_network", None)
+        return wrap(net, tuple(input_shape), **cfg.fitness.kwargs) if wrap else net
 
     def load_state_dict(self, state: dict) -> None:
-        self.state = StrategyState.from_dict(state["strategy"])
+        self.state = self._with_task_state(StrategyState.from_dict(state["strategy"]))
 
     def summary(self) -> dict:
         return {"generations": self.state.generation, "num_params": self.layout.size}

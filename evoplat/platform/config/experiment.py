@@ -83,6 +83,8 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"config error: unknown key '{key}'"
+    if msg.startswith("kwargs."):         # a component's option, named in full: model.kwargs.foo
+        return f"config error: {key}.{msg}"
     if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
         return f"config error: {key} = {first['input']!r}: {msg}"
     return f"config error: {key}: {msg}"

@@ -6,11 +6,12 @@ models, datasets and fitness functions are checked against their registries (pla
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry
+from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry, RegistryError, resolve_target
 
 
 class StrictModel(BaseModel):
@@ -30,6 +31,24 @@ def _registered(registry: Registry, name: str) -> str:
     return name
 
 
+def _unknown_option(builder, kwargs: dict, leading: int) -> Optional[str]:
+    """Why `builder` cannot take `kwargs` (the first key it has no parameter for, and the ones it has), or
+    None: it takes them all, takes **kwargs, or has no signature to read. Its first `leading` parameters
+    are the ones the platform passes itself (input shape, cfg, ...), never options."""
+    try:
+        params = list(inspect.signature(builder).parameters.values())[leading:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    bad = [k for k in kwargs if k not in names]
+    if not bad:
+        return None
+    return (f"kwargs.{bad[0]}: not an option of {getattr(builder, '__name__', builder)} "
+            f"({'its options: ' + ', '.join(names) if names else 'it takes none'})")
+
+
 class ComponentConfig(StrictModel):
     """A pluggable component: a registered `name`, or a `target` callable (import string or object)."""
 
@@ -43,6 +62,24 @@ class ComponentConfig(StrictModel):
         if v is not None and not callable(v) and not (isinstance(v, str) and ":" in v):
             raise ValueError("must be an import string 'package.module:attribute' or a callable")
         return v
+
+    def _builder(self, registry: Registry, name: str):
+        """The component's builder: the target (None if it cannot be imported here: that error comes
+        when it is built), or the registered one."""
+        if self.target is None:
+            return registry.get(name)
+        try:
+            return resolve_target(self.target)
+        except RegistryError:
+            return None
+
+    def _check_kwargs(self, registry: Registry, name: str, leading) -> None:
+        """kwargs the builder has no parameter for: an error. `leading(builder)`: how many of its first
+        parameters the platform fills."""
+        builder = self._builder(registry, name) if self.kwargs else None
+        why = builder is not None and _unknown_option(builder, self.kwargs, leading(builder))
+        if why:
+            raise ValueError(why)
 
 
 class DataConfig(ComponentConfig):
@@ -83,6 +120,14 @@ class DataConfig(ComponentConfig):
     def _known_fallback(cls, v):
         return v if v is None else _registered(DATASETS, v)
 
+    @model_validator(mode="after")
+    def _options(self):
+        if self.kwargs and self.target is None:
+            raise ValueError(f"kwargs.{sorted(self.kwargs)[0]}: the registered source '{self.source}' takes no "
+                             "kwargs (data.kwargs go to a data.target loader)")
+        self._check_kwargs(DATASETS, self.source, lambda builder: 0)      # a loader(**kwargs)
+        return self
+
 
 class ModelConfig(ComponentConfig):
     name: str = Field("mlp", description="Registered architecture (mlp, vgg16, resnet20, rso_mnist, "
@@ -107,6 +152,11 @@ class ModelConfig(ComponentConfig):
         # `target` (declared first) replaces the registered name
         return v if info.data.get("target") is not None else _registered(MODELS, v)
 
+    @model_validator(mode="after")
+    def _options(self):
+        self._check_kwargs(MODELS, self.name, lambda builder: 2)   # builder(input_shape, num_outputs, ...)
+        return self
+
 
 class FitnessConfig(ComponentConfig):
     name: str = Field("neg_loss", description="Registered fitness: neg_loss (negative mean cross-entropy on "
@@ -120,6 +170,13 @@ class FitnessConfig(ComponentConfig):
     def _known(cls, v, info):
         # `target` (declared first) replaces the registered name
         return v if info.data.get("target") is not None else _registered(FITNESS, v)
+
+    @model_validator(mode="after")
+    def _options(self):
+        # a task class is built as cls(cfg, data_root, device, **kwargs), a function called as
+        # fn(logits, labels, **kwargs)
+        self._check_kwargs(FITNESS, self.name, lambda builder: 3 if isinstance(builder, type) else 2)
+        return self
 
 
 class RuntimeConfig(StrictModel):

@@ -52,6 +52,15 @@ class ESEvaluator:
         return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
+    def evaluate_in(self, pop: Population, task_state: dict, start: int, stop: int) -> dict:
+        """`evaluate` for a task with a running state (observation statistics, say): the members act
+        under `task_state`, and what they add to it comes back per member ("task_rows")."""
+        self.task.load_state(task_state)
+        self.task.take_member_stats()            # whatever a call that failed half-way left behind
+        out = self.evaluate(pop, start, stop)
+        out["task_rows"] = self.task.take_member_stats()
+        return out
+
 
 def make_es_noise(cfg, layout):
     """The run's keyed perturbations (driver and workers build the same): es.noise, es.perturbation."""

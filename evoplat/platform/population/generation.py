@@ -5,6 +5,7 @@ values back, and times it.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -48,19 +49,28 @@ def generation_info(fitness: np.ndarray, pop, eval_s: float, tell_s: float, nois
 
 
 class ESGeneration:
-    def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate"):
+    """`merge_task_state(task_state, rows)`: for a task with a running state (state.extra["task"]), the
+    state after a generation whose members sent back `rows` (in member order); the members of a
+    generation act under the state of the one before."""
+
+    def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate", merge_task_state=None):
         self.pool, self.strategy, self.noise = pool, strategy, noise
-        self.chunk_size, self.method = chunk_size, method
+        self.chunk_size, self.method, self.merge_task_state = chunk_size, method, merge_task_state
 
     def step(self, state):
         pop = self.strategy.ask(state)
+        task_state = state.extra.get("task") if self.merge_task_state else None
+        method, shared = (self.method, (pop,)) if task_state is None else ("evaluate_in", (pop, task_state))
         t0 = time.perf_counter()
         items = balanced_ranges(pop.size, self.chunk_size, getattr(self.pool, "num_workers", 1))
-        parts = self.pool.run(self.method, items, shared=(pop,))
+        parts = self.pool.run(method, items, shared=shared)
         t_eval = time.perf_counter() - t0
         fitness = np.concatenate([p["fitness"] for p in parts])
         t1 = time.perf_counter()
         state, info = self.strategy.tell(state, fitness, self.noise, pop)
+        if task_state is not None:
+            rows = np.concatenate([p["task_rows"] for p in parts])
+            state = dataclasses.replace(state, extra={**state.extra, "task": self.merge_task_state(task_state, rows)})
         info.update(generation_info(
             fitness, pop, t_eval, time.perf_counter() - t1, float(sum(p["noise_s"] for p in parts)),
             max(float(p.get("peak_rss_mb", 0.0)) for p in parts), pop.nbytes))

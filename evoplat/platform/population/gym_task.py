@@ -8,6 +8,9 @@ fitness does not depend on the worker that plays it. The members of a chunk step
 batched forward per time step.
 
     fitness: {name: gym, kwargs: {env: CartPole-v1, episodes: 1, eval_episodes: 100}}
+
+With `observation_normalization: true` the policy sees observations normalized by the running
+statistics of the members' training episodes (obs_norm.py), as in Salimans et al. (2017).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from evoplat.platform.config import ConfigError
+from evoplat.platform.population import obs_norm
 from evoplat.platform.registry import FITNESS
 
 _EVAL_SALT = 0x5EED_7E57     # evaluation episodes use seeds no training episode uses
@@ -32,8 +36,14 @@ class GymTask:
     accepts_chunks = True      # member_fitness takes a MemberChunk (members.py) as well as [K, P]
     def __init__(self, cfg, data_root: Optional[str] = None, device="cpu", env: str = "CartPole-v1",
                  episodes: int = 1, eval_episodes: int = 100, max_episode_steps: Optional[int] = None,
-                 env_kwargs: Optional[dict] = None):
+                 env_kwargs: Optional[dict] = None, observation_normalization: bool = False,
+                 obs_clip: float = 5.0):
         import gymnasium as gym
+        if observation_normalization and cfg.runtime.loop == "workers":
+            raise ConfigError("config error: fitness.kwargs.observation_normalization runs with runtime.loop: "
+                              "driver (the workers' loop does not gather observation statistics)")
+        if not obs_clip > 0:
+            raise ConfigError(f"config error: fitness.kwargs.obs_clip must be > 0, got {obs_clip}")
         self.gym, self.cfg, self.device = gym, cfg, torch.device(device)
         self.env_id, self.env_kwargs = env, dict(env_kwargs or {})
         self.episodes, self.eval_episodes, self.max_steps = episodes, eval_episodes, max_episode_steps
@@ -46,6 +56,45 @@ class GymTask:
         if not self.discrete:
             self.low, self.high = act_space.low, act_space.high
         self._envs: list = []
+        # the normalizer the policy looks through (None: raw observations) and each member's sums
+        self.normalizer = obs_norm.ObservationNormalizer(self.input_shape, obs_clip) \
+            if observation_normalization else None
+        self._member_rows: list = []
+
+    @staticmethod
+    def policy_network(model, input_shape: tuple, observation_normalization: bool = False, obs_clip: float = 5.0,
+                       **_):
+        """The network a run exports: the policy, behind an ObservationNormalizer if the run normalizes."""
+        if not observation_normalization:
+            return model
+        return torch.nn.Sequential(obs_norm.ObservationNormalizer(input_shape, obs_clip), model)
+
+    # -- the running state (observation statistics) the ES driver keeps and ships each generation ----
+    def initial_state(self) -> Optional[dict]:
+        return obs_norm.empty_stats(self.input_shape) if self.normalizer is not None else None
+
+    def load_state(self, state: Optional[dict]) -> None:
+        """Act through the normalization of `state` (statistics up to the generation before)."""
+        if self.normalizer is not None and state is not None:
+            mean, std = obs_norm.mean_std(state, self.input_shape)
+            self.normalizer.mean.copy_(torch.from_numpy(mean))
+            self.normalizer.std.copy_(torch.from_numpy(std))
+
+    def take_member_stats(self) -> Optional[np.ndarray]:
+        """The observation sums of the members scored since the last call, in member order."""
+        rows, self._member_rows = self._member_rows, []
+        return np.concatenate(rows) if rows else None
+
+    def merge_state(self, state: dict, rows: np.ndarray) -> dict:
+        return obs_norm.merge(state, rows)
+
+    def export_network(self, model):
+        """policy_network with the statistics this task acts through."""
+        if self.normalizer is None:
+            return model
+        net = self.policy_network(model, self.input_shape, True, self.normalizer.clip)
+        net[0].load_state_dict(self.normalizer.state_dict())
+        return net
 
     def _make(self):
         try:
@@ -64,13 +113,20 @@ class GymTask:
             return logits.argmax(-1).cpu().numpy()
         return np.clip(logits.cpu().numpy(), self.low, self.high)
 
-    def play(self, policy, n: int, seed: int) -> np.ndarray:
-        """Returns of `n` policies playing one episode each from reset seed `seed` (lock-step)."""
+    def play(self, policy, n: int, seed: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """Returns of `n` policies playing one episode each from reset seed `seed` (lock-step); with
+        `rows`, each policy's observations are added to its row (obs_norm.member_rows)."""
         envs = self._env_pool(n)
         obs = np.stack([e.reset(seed=seed)[0] for e in envs]).astype(np.float32)
         returns, alive = np.zeros(n), np.ones(n, dtype=bool)
         while alive.any():
-            x = torch.from_numpy(obs).to(self.device).unsqueeze(1)          # [n, 1, obs...]
+            if rows is not None:
+                live = np.flatnonzero(alive)
+                obs_norm.accumulate(rows, live, obs[live])
+            x = torch.from_numpy(obs)
+            if self.normalizer is not None:
+                x = self.normalizer(x)
+            x = x.to(self.device).unsqueeze(1)                               # [n, 1, obs...]
             actions = self._actions(policy(x)[:, 0])
             for i in np.flatnonzero(alive):
                 o, r, terminated, truncated, _ = envs[i].step(actions[i])
@@ -85,9 +141,12 @@ class GymTask:
         if not isinstance(thetas, torch.Tensor):
             thetas = thetas.materialize()
         total = np.zeros(thetas.shape[0])
+        rows = obs_norm.member_rows(thetas.shape[0], self.input_shape) if self.normalizer is not None else None
         for e in range(self.episodes):
             total += self.play(lambda x: forward.member_logits(thetas, x), thetas.shape[0],
-                               _episode_seed(self.cfg.seed, generation, e))
+                               _episode_seed(self.cfg.seed, generation, e), rows)
+        if rows is not None:
+            self._member_rows.append(rows)
         return torch.from_numpy(total / self.episodes).float()
 
     @torch.no_grad()

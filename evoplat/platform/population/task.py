@@ -6,7 +6,10 @@ Two kinds of fitness plug in through the FITNESS registry (or `fitness.target`):
   `SupervisedTask`, which feeds every member the generation's minibatch of the configured dataset;
 - a task class, constructed as `cls(cfg, data_root, device, **fitness.kwargs)`, with `input_shape`,
   `num_outputs`, `member_fitness(forward, thetas, generation)` and `evaluate(model, generation)`:
-  anything else, e.g. episodes of a gymnasium environment (gym_task.py).
+  anything else, e.g. episodes of a gymnasium environment (gym_task.py). A task class may also keep a
+  running state that the ES driver carries from generation to generation (`initial_state`,
+  `load_state`, `take_member_stats`, `merge_state`, and `policy_network` / `export_network` for the
+  exported network): gym_task.py's observation statistics.
 A member's fitness must depend only on (its parameters, the run seed, the generation): never on the
 worker that computes it.
 """
@@ -78,10 +81,16 @@ class SupervisedTask:
         return out
 
 
+def fitness_object(cfg):
+    """What `cfg.fitness` names: a task class or a fitness function (registered name or target)."""
+    fc = cfg.fitness
+    return resolve_target(fc.target, "fitness") if fc.target is not None else FITNESS.get(fc.name)
+
+
 def make_task(cfg, data_root: Optional[str] = None, device="cpu"):
     """The task of `cfg.fitness`: a registered name or a target, with its kwargs."""
     fc = cfg.fitness
-    obj = resolve_target(fc.target, "fitness") if fc.target is not None else FITNESS.get(fc.name)
+    obj = fitness_object(cfg)
     if isinstance(obj, type):
         return obj(cfg, data_root, device, **fc.kwargs)
     return SupervisedTask(functools.partial(obj, **fc.kwargs) if fc.kwargs else obj, cfg, data_root, device)
