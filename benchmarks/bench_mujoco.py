@@ -1,8 +1,12 @@
 """OpenAI-ES on a MuJoCo task through the gym fitness (the stretch goal beside CartPole): the return
 curve over generations, written as a table and a PNG. Resumable: the run directory is kept.
 
-    python benchmarks/bench_mujoco.py [--run-dir benchmarks/results/runs/es_hopper] [--resume] [--set k=v ...]
-        [--name es_hopper]     # the results' file names: results/NAME.md and NAME.png
+    python benchmarks/bench_mujoco.py [--run-dir benchmarks/results/runs/es_hopper_obsnorm] [--resume]
+        [--set k=v ...] [--name es_hopper_obsnorm]     # the results' files: results/NAME.md and NAME.png
+
+The preset normalizes observations; the control run without (results/es_hopper.md):
+    python benchmarks/bench_mujoco.py --run-dir benchmarks/results/runs/es_hopper --name es_hopper \
+        --set fitness.kwargs.observation_normalization=false
 """
 from __future__ import annotations
 
@@ -48,10 +52,10 @@ def gait(res, episodes: int = 5) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--run-dir", default=str(RESULTS / "runs" / "es_hopper"))
+    p.add_argument("--run-dir", default=str(RESULTS / "runs" / "es_hopper_obsnorm"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--name", default="es_hopper", help="results/NAME.md and results/NAME.png")
+    p.add_argument("--name", default="es_hopper_obsnorm", help="results/NAME.md and results/NAME.png")
     args = p.parse_args()
     if args.resume:
         res = evoplat.run(resume=args.run_dir, overrides=args.overrides)
