@@ -133,8 +133,6 @@ CASES = {
     "fitness_kwargs_misspelt": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
                                                "fitness.kwargs.observation_normalisation=true"],
                                 r"fitness\.kwargs\.observation_normalisation: not an option of GymTask"),
-    "obs_norm_in_workers_loop": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
-                                                "runtime.loop=workers"], "observation_normalization runs with"),
     "obs_clip_not_positive": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
                                              "fitness.kwargs.obs_clip=0"], "obs_clip must be > 0"),
     # MNIST idx files

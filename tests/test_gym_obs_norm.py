@@ -97,6 +97,37 @@ def test_workers_resume_and_the_exported_policy(ray_local, tmp_path):
     assert again["test_return"] == local.summary["test_return"]
 
 
+def _strategy(run) -> dict:
+    return RunDirectory(run.run_dir).load_latest()["strategy"]
+
+
+def test_the_workers_loop_gathers_the_statistics(ray_local, tmp_path):
+    """`runtime.loop: workers`: the workers gather each member's rows and all merge them, so the run
+    equals the driver loop's, with a worker that has no members (3 workers, 2 chunks) and when a stop
+    inside a span of generations makes the driver replay the merges."""
+    local = evoplat.run(normalized_raw(backend="local"), run_dir=tmp_path / "local")
+    # chunks of 8: lock-step members score as alone (test_gym_fitness), so only the split differs
+    raw = normalized_raw(num_workers=3, chunk_size=8, loop="workers", loop_span_s=1e6)
+    loop = evoplat.run(raw, run_dir=tmp_path / "loop")
+    a, b = _strategy(local), _strategy(loop)
+    assert torch.equal(a["center"], b["center"])
+    assert all(torch.equal(a["extra"]["task"][k], b["extra"]["task"][k]) for k in ("count", "sum", "sumsq"))
+
+    best = local.metrics["fitness_max"].tolist()
+    stop = {"target_metric": "fitness_max", "target_value": best[1], "checkpoint_every": 4, "eval_every": 4}
+    first = next(g for g, v in enumerate(best, 1) if v >= best[1])
+    runs = []
+    for name, rt in (("driver", {"backend": "local"}), ("span", {"num_workers": 2, "loop": "workers",
+                                                                  "loop_span_s": 1e6})):
+        raw = normalized_raw(**rt)
+        raw["run"].update(stop)
+        runs.append(evoplat.run(raw, run_dir=tmp_path / name))
+    ref, span = (_strategy(r) for r in runs)
+    assert runs[1].summary["steps"] == first == runs[0].summary["steps"]
+    assert torch.equal(ref["center"], span["center"]) and torch.equal(ref["extra"]["task"]["sum"],
+                                                                      span["extra"]["task"]["sum"])
+
+
 def test_without_normalization_nothing_changes(tmp_path):
     raw = cartpole_raw(backend="local")
     run = evoplat.run(raw, run_dir=tmp_path / "plain")

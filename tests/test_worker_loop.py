@@ -143,7 +143,7 @@ class FaultyLoopHost(ESLoopHost):
         super().__init__(cfg, None, "cpu")
         self.marker, self.generation, self.mode = marker, generation, mode
 
-    def _gather(self, pop, ranges, rank, width):
+    def _gather(self, pop, task_state, ranges, rank, width):
         if rank == 1 and pop.generation == self.generation and not os.path.exists(self.marker):
             Path(self.marker).touch()
             if self.mode == "exit":
@@ -151,7 +151,7 @@ class FaultyLoopHost(ESLoopHost):
             if self.mode == "hang":
                 time.sleep(3600)
             raise ValueError("a bug in the hosted code")
-        return super()._gather(pop, ranges, rank, width)
+        return super()._gather(pop, task_state, ranges, rank, width)
 
 
 def span_center(cfg, pool, generations: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ from evoplat.platform.population.evaluator import ESEvaluator, make_es_noise
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.generation import ESGeneration
 from evoplat.platform.population.worker_loop import ESLoopHost, ESWorkerLoop
-from evoplat.platform.population.task import fitness_object, make_task
+from evoplat.platform.population.task import RunningState, fitness_object, make_task
 from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
 from evoplat.platform.strategies import StrategyState, build_strategy
@@ -30,6 +30,7 @@ class ESTrainer(Trainer):
     def setup(self) -> None:
         cfg = self.cfg
         self.task = make_task(cfg, self.data_root)      # the driver's copy: evaluation of the center
+        self.running = RunningState(self.task)          # its running state's hooks, no-ops if it has none
         self.model = build_model(cfg.model, self.task.input_shape, self.task.num_outputs)
         self.layout = ParamLayout(self.model)
         self.strategy = build_strategy(cfg.es)
@@ -37,17 +38,18 @@ class ESTrainer(Trainer):
         self.ahead = None                 # the workers' loop, when they run it
         if cfg.runtime.loop == "workers":
             self.workers = self.pool(functools.partial(ESLoopHost, cfg, self.data_root))
-            self.ahead = ESWorkerLoop(self.workers, self.strategy, self.noise, cfg.runtime.loop_span_s)
+            self.ahead = ESWorkerLoop(self.workers, self.strategy, self.noise, cfg.runtime.loop_span_s,
+                                      merge_task_state=self.running.merge)
         else:
             self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
             self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size,
-                                           merge_task_state=getattr(self.task, "merge_state", None))
+                                           merge_task_state=self.running.merge)
         self.state = self._with_task_state(self.strategy.init(self.layout.flatten(self.model)))
 
     def _with_task_state(self, state: StrategyState) -> StrategyState:
         """`state` carrying the task's running state (e.g. observation statistics), fresh if it has none
         yet (a new run, or one resumed with the option newly turned on)."""
-        task_state = self.task.initial_state() if hasattr(self.task, "initial_state") else None
+        task_state = self.running.initial()
         if task_state is not None and "task" not in state.extra:
             state.extra = {**state.extra, "task": task_state}
         return state
@@ -87,8 +89,7 @@ class ESTrainer(Trainer):
     def _load_solution(self) -> None:
         """The center into the driver's model, and the task's running state (if any) into its task."""
         self.layout.load_into(self.model, self.state.center)
-        if hasattr(self.task, "load_state"):
-            self.task.load_state(self.state.extra.get("task"))
+        self.running.load(self.state.extra.get("task"))
 
     def evaluate(self) -> dict:
         self._load_solution()
@@ -99,8 +100,7 @@ class ESTrainer(Trainer):
 
     def network(self):
         self._load_solution()
-        net = self.task.export_network(self.model) if hasattr(self.task, "export_network") else self.model
-        return net, self.task.input_shape, self.task.num_outputs
+        return self.running.export_network(self.model), self.task.input_shape, self.task.num_outputs
 
     @classmethod
     def build_network(cls, cfg, input_shape: tuple, num_outputs: int):

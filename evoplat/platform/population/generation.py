@@ -48,10 +48,19 @@ def generation_info(fitness: np.ndarray, pop, eval_s: float, tell_s: float, nois
     )
 
 
+def advance(strategy, state, fitness, noise, pop, merge_task_state=None, task_rows=None):
+    """The state after a generation: the strategy's update and, for a task with a running state
+    (state.extra["task"]), that state merged with the rows its members sent back (in member order) by
+    `merge_task_state(task_state, rows)`. The members acted under the task state of the generation before."""
+    new, info = strategy.tell(state, fitness, noise, pop)
+    if task_rows is not None:
+        new = dataclasses.replace(new, extra={**new.extra, "task": merge_task_state(state.extra["task"], task_rows)})
+    return new, info
+
+
 class ESGeneration:
-    """`merge_task_state(task_state, rows)`: for a task with a running state (state.extra["task"]), the
-    state after a generation whose members sent back `rows` (in member order); the members of a
-    generation act under the state of the one before."""
+    """One generation on the pool per `step`; `merge_task_state` as in `advance` (None: the task keeps no
+    running state)."""
 
     def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate", merge_task_state=None):
         self.pool, self.strategy, self.noise = pool, strategy, noise
@@ -66,11 +75,9 @@ class ESGeneration:
         parts = self.pool.run(method, items, shared=shared)
         t_eval = time.perf_counter() - t0
         fitness = np.concatenate([p["fitness"] for p in parts])
+        rows = np.concatenate([p["task_rows"] for p in parts]) if task_state is not None else None
         t1 = time.perf_counter()
-        state, info = self.strategy.tell(state, fitness, self.noise, pop)
-        if task_state is not None:
-            rows = np.concatenate([p["task_rows"] for p in parts])
-            state = dataclasses.replace(state, extra={**state.extra, "task": self.merge_task_state(task_state, rows)})
+        state, info = advance(self.strategy, state, fitness, self.noise, pop, self.merge_task_state, rows)
         info.update(generation_info(
             fitness, pop, t_eval, time.perf_counter() - t1, float(sum(p["noise_s"] for p in parts)),
             max(float(p.get("peak_rss_mb", 0.0)) for p in parts), pop.nbytes))

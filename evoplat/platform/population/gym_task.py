@@ -39,9 +39,6 @@ class GymTask:
                  env_kwargs: Optional[dict] = None, observation_normalization: bool = False,
                  obs_clip: float = 5.0):
         import gymnasium as gym
-        if observation_normalization and cfg.runtime.loop == "workers":
-            raise ConfigError("config error: fitness.kwargs.observation_normalization runs with runtime.loop: "
-                              "driver (the workers' loop does not gather observation statistics)")
         if not obs_clip > 0:
             raise ConfigError(f"config error: fitness.kwargs.obs_clip must be > 0, got {obs_clip}")
         self.gym, self.cfg, self.device = gym, cfg, torch.device(device)

@@ -81,6 +81,17 @@ class SupervisedTask:
         return out
 
 
+class RunningState:
+    """A task's optional running-state hooks (above), with no-op defaults for a task without them: the
+    ES trainer and loops call these and never ask the task what it implements."""
+
+    def __init__(self, task):
+        self.initial = getattr(task, "initial_state", lambda: None)
+        self.load = getattr(task, "load_state", lambda state: None)
+        self.merge = getattr(task, "merge_state", None)
+        self.export_network = getattr(task, "export_network", lambda model: model)
+
+
 def fitness_object(cfg):
     """What `cfg.fitness` names: a task class or a fitness function (registered name or target)."""
     fc = cfg.fitness

@@ -9,9 +9,14 @@ same state. Member fitness depends only on (center, seed, generation, member, ch
 update runs on one thread everywhere, so the result is bitwise that of the driver loop, for any
 number of workers.
 
-The driver keeps the state at the start of each call and the fitness values of its generations; if the
-run stops inside a call (wall clock, a target on a per-generation metric), it replays the updates up
-to that generation, so what it evaluates and checkpoints is exactly the state of the step it reports.
+A task with a running state (observation statistics: state.extra["task"]) rides along: each worker's
+members send back their rows with their fitness, the group gathers them in member order too, and every
+worker merges them as the driver loop does.
+
+The driver keeps the state at the start of each call and the fitness values (and task rows) of its
+generations; if the run stops inside a call (wall clock, a target on a per-generation metric), it
+replays the updates up to that generation, so what it evaluates and checkpoints is exactly the state
+of the step it reports.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import torch
 
 from evoplat.platform.device import map_leaves
 from evoplat.platform.population.evaluator import ESEvaluator
-from evoplat.platform.population.generation import generation_info, worker_ranges
+from evoplat.platform.population.generation import advance, generation_info, worker_ranges
+from evoplat.platform.population.task import RunningState
 from evoplat.platform.runtime import collective
 from evoplat.platform.strategies import StrategyState, build_strategy
 
@@ -52,14 +58,15 @@ class ESLoopHost:
     def __init__(self, cfg, data_root=None, device=None):
         self.evaluator = ESEvaluator(cfg, data_root, device)
         self.strategy = build_strategy(cfg.method)
+        self.merge_task_state = RunningState(self.evaluator.task).merge
         self.chunk = cfg.runtime.chunk_size
         self.state = None                 # where the last call ended: the next call usually goes on from it
 
     def run(self, start, generations: int, rank: int) -> dict | None:
         """Run `generations` generations with the group from `start`: a state, or the generation number
         of the state this worker holds from its last call (then only a number travels). Rank 0 returns
-        the final state, each generation's metrics row and fitness values (the other ranks hold the
-        same and return None)."""
+        the final state, each generation's metrics row and (fitness values, task rows or None) (the other
+        ranks hold the same and return None)."""
         state = self._start(start)
         noise = self.evaluator.noise
         ranges = worker_ranges(self.strategy.popsize, self.chunk, collective.world_size())
@@ -67,17 +74,18 @@ class ESLoopHost:
         rows, seen = [], []
         for _ in range(generations):
             pop = self.strategy.ask(state)
+            task_state = state.extra.get("task") if self.merge_task_state else None
             t0 = time.perf_counter()
-            fitness, noise_s, rss = self._gather(pop, ranges, rank, width)
+            fitness, task_rows, noise_s, rss = self._gather(pop, task_state, ranges, rank, width)
             t1 = time.perf_counter()
-            state, info = self.strategy.tell(state, fitness, noise, pop)
+            state, info = advance(self.strategy, state, fitness, noise, pop, self.merge_task_state, task_rows)
             # a center that came with the call counts once, on its first row
             shipped = pop.nbytes if not rows and not isinstance(start, int) else 0
             info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss, shipped))
             rows.append(info)
-            seen.append(fitness)
+            seen.append((fitness, task_rows))
         self.state = state
-        return {"state": to_wire(state), "rows": rows, "fitness": seen} if rank == 0 else None
+        return {"state": to_wire(state), "rows": rows, "seen": seen} if rank == 0 else None
 
     def _start(self, start):
         if not isinstance(start, int):
@@ -87,19 +95,31 @@ class ESLoopHost:
             raise RuntimeError(f"asked to go on from generation {start}, but this worker holds {held}")
         return self.state
 
-    def _gather(self, pop, ranges, rank: int, width: int):
-        """All members' fitness, plus the workers' summed noise time and largest peak memory."""
+    def _gather(self, pop, task_state, ranges, rank: int, width: int):
+        """All members' fitness and task rows (None without a task state), plus the workers' summed
+        noise time and largest peak memory."""
         a, b = ranges[rank]
-        mine = torch.full((width + 2,), float("nan"), dtype=torch.float64)
+        mine = torch.full((width + 3,), float("nan"), dtype=torch.float64)
+        mine[width:] = 0.0
+        out = None
         if b > a:
-            out = self.evaluator.evaluate(pop, a, b)
+            out = self.evaluator.evaluate(pop, a, b) if task_state is None else \
+                self.evaluator.evaluate_in(pop, task_state, a, b)
             mine[: b - a] = torch.from_numpy(out["fitness"].astype(np.float64))
             mine[width], mine[width + 1] = out["noise_s"], out["peak_rss_mb"]
-        else:
-            mine[width], mine[width + 1] = 0.0, 0.0
+            if task_state is not None:
+                mine[width + 2] = out["task_rows"].shape[1]
         parts = collective.all_gather(mine)
         fitness = np.concatenate([p[: hi - lo].numpy() for p, (lo, hi) in zip(parts, ranges)]).astype(np.float32)
-        return fitness, float(sum(p[width] for p in parts)), float(max(p[width + 1] for p in parts))
+        task_rows = None
+        if task_state is not None:
+            # a worker with no members does not know the rows' width: it learns it from the first gather
+            block = torch.full((width, int(max(p[width + 2] for p in parts))), float("nan"), dtype=torch.float64)
+            if out is not None:
+                block[: b - a] = torch.from_numpy(out["task_rows"])
+            blocks = collective.all_gather(block)
+            task_rows = np.concatenate([p[: hi - lo].numpy() for p, (lo, hi) in zip(blocks, ranges)])
+        return fitness, task_rows, float(sum(p[width] for p in parts)), float(max(p[width + 1] for p in parts))
 
 
 class ESWorkerLoop:
@@ -112,8 +132,9 @@ class ESWorkerLoop:
     checkpoints; it is dropped if the driver moves the state instead.
     """
 
-    def __init__(self, pool, strategy, noise, span_s: float):
+    def __init__(self, pool, strategy, noise, span_s: float, merge_task_state=None):
         self.pool, self.strategy, self.noise, self.span_s = pool, strategy, noise, span_s
+        self.merge_task_state = merge_task_state      # as in generation.advance
         self.gang = pool.together()
         self.generation_s = None          # measured wall time per generation of the last span
         self.pending = None               # (queued call, its generations, when queued): the next span
@@ -125,7 +146,7 @@ class ESWorkerLoop:
             self.gang.discard(self.pending[0])
             self.pending = None
         self.base = self.head = state
-        self.rows, self.fitness, self.taken = [], [], 0
+        self.rows, self.seen, self.taken = [], [], 0
         self.held = False                 # do the workers hold `head`? Not after the driver moved it
         self.last = None                  # when the last span's result arrived
 
@@ -133,8 +154,9 @@ class ESWorkerLoop:
         """The state after the rows handed out so far (replaying the updates if workers ran further)."""
         if self.taken < len(self.rows):
             state = self.base
-            for fitness in self.fitness[: self.taken]:
-                state, _ = self.strategy.tell(state, fitness, self.noise, self.strategy.ask(state))
+            for fitness, task_rows in self.seen[: self.taken]:
+                state, _ = advance(self.strategy, state, fitness, self.noise, self.strategy.ask(state),
+                                   self.merge_task_state, task_rows)
             self.reset(state)
         return self.head
 
@@ -165,7 +187,7 @@ class ESWorkerLoop:
             self.generation_s = (self.last - t0) / n
             self.held = True
             self.base, self.head = self.head, from_wire(out["state"])
-            self.rows, self.fitness, self.taken = out["rows"], out["fitness"], 0
+            self.rows, self.seen, self.taken = out["rows"], out["seen"], 0
         self.taken += 1
         return self.rows[self.taken - 1]
 
