@@ -46,6 +46,23 @@ def arithmetic_bound(best_full: float, peak: float) -> str:
             f"the best full-rank rate here is {100 * best_full * FULL_RANK_GFLOP / peak:.0f}% of that bound.")
 
 
+def lowrank_macs(shapes: list, popsize: int = 256, batch: int = 256, rank: int = 1) -> tuple[float, float]:
+    """Multiply-adds of one low-rank generation of an MLP with weight `shapes` [(out, in), ...], counted the
+    way the structured forward (chain.py) and the update (lowrank.py) compute them, antithetic keys:
+    (evaluation, update)."""
+    keys = popsize // 2
+    evaluation, update = 0.0, 0.0
+    for i, (out, inn) in enumerate(shapes):
+        if i == 0:      # shared input: x W^T once, x B once per key, each member's (x B_k) A_k^T
+            evaluation += batch * inn * out + batch * inn * keys * rank + popsize * batch * rank * out
+        elif inn > batch:   # per-member input, factors kept: h W^T, (h B) A^T
+            evaluation += popsize * batch * (inn * out + inn * rank + rank * out)
+        else:           # per-member input, each member's own weight formed and applied
+            evaluation += popsize * batch * inn * out
+        update += keys * rank * out * inn + keys * out      # sum_k w_k A_k B_k^T, and the bias's w . e
+    return evaluation, update
+
+
 def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver"):
     from evoplat.platform.config import build_config
     raw = yaml.safe_load(CONFIG.read_text())

@@ -3,7 +3,9 @@
 Sections (each writes its own results file):
   pes    generations/s of OpenAI-ES, full rank and low rank (r=1): in-process (backend local, 2 torch
          threads), on 1 and 2 Ray workers (1 CPU each) driven by the driver, and on 2 workers that run
-         the loop themselves (runtime.loop: workers); median tell_s and eval_s; fp32 GEMM peak.
+         the loop themselves (runtime.loop: workers); median tell_s and eval_s; fp32 GEMM peak. Low rank
+         also on one core each way (in-process on 1 thread, the workers' loop on 1 worker): what Ray
+         itself costs a process, apart from splitting the population.
          -> results/es_throughput.md
   nodes  generations/s with 1, 2, 4 worker nodes of cluster/local_cluster.sh (1 CPU each, one worker per
          node; private ports and state dir, stopped at the end) -> results/es_cluster_nodes.md
@@ -30,27 +32,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import (arithmetic_bound, gemm_gflops, local_pool, on_ray, pes_config, ray_pool, time_es,  # noqa: E402
-                  time_worker_loop, uptime)
+from _pes import (arithmetic_bound, gemm_gflops, local_pool, lowrank_macs, on_ray, pes_config,  # noqa: E402
+                  ray_pool, time_es, time_worker_loop, uptime)
 
 REPO = Path(__file__).resolve().parents[1]
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
 # (the driver needs the state that often), 25 the cadence of experiments/es_mnist_lowrank.yaml
 WORKER_LOOPS = {"ray, 2 workers, worker loop, spans of 10": 10, "ray, 2 workers, worker loop, spans of 25": 25}
+# one core each way, low rank only: the in-process run on 1 thread against the workers' loop on 1 worker
+ONE_CORE = ("local, 1 thread", "ray, 1 worker, worker loop, spans of 10")
 PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
 
 
-def _time_local(kind: str, chunk: int, data_root: str, generations: int) -> dict:
+def _time_local(kind: str, chunk: int, data_root: str, generations: int, threads: int = 2) -> dict:
     cfg = pes_config(kind, 1, chunk=chunk, workers=1, backend="local")
-    return time_es(cfg, local_pool(cfg, data_root), generations)
+    return time_es(cfg, local_pool(cfg, data_root, threads), generations)
 
 
-def time_local_elsewhere(kind: str, args, chunk: int = 0) -> dict:
+def time_local_elsewhere(kind: str, args, chunk: int = 0, threads: int = 2) -> dict:
     """The in-process run (`runtime.backend: local`) in a fresh process without Ray, as a user runs it:
     the benchmark's own process is a Ray driver, whose background threads share its cores."""
     import multiprocessing
     with multiprocessing.get_context("spawn").Pool(1) as child:
-        return child.apply(_time_local, (kind, chunk or args.chunk, args.data_root, args.generations))
+        return child.apply(_time_local, (kind, chunk or args.chunk, args.data_root, args.generations, threads))
 
 
 # In-process, the whole population as one chunk on 2 threads is faster than two chunks here: the Ray
@@ -66,6 +70,7 @@ def section_pes(args) -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     settings = [(kind, where) for kind in ("full", "lowrank")
                 for where in (*LOCAL, "ray, 1 worker", "ray, 2 workers", *WORKER_LOOPS)]
+    settings += [("lowrank", where) for where in ONE_CORE]
     runs = {s: [] for s in settings}
     peaks = {1: [], 2: []}
     for rnd in range(args.rounds):
@@ -74,12 +79,13 @@ def section_pes(args) -> None:
         for kind, where in settings:
             workers = 2 if "2 workers" in where else 1
             if where.startswith("local"):
-                r = time_local_elsewhere(kind, args, 256 if where == LOCAL[1] else 0)
+                threads = 1 if where == ONE_CORE[0] else 2
+                r = time_local_elsewhere(kind, args, 256 if where == LOCAL[1] else 0, threads)
             else:
-                loop = "workers" if where in WORKER_LOOPS else "driver"
+                loop = "workers" if "worker loop" in where else "driver"
                 cfg = pes_config(kind, 1, chunk=args.chunk, workers=workers, loop=loop)
                 r = on_ray(cfg, args.data_root, workers, time_worker_loop, generations=args.generations,
-                           span=WORKER_LOOPS[where]) if loop == "workers" else \
+                           span=WORKER_LOOPS.get(where, 10)) if loop == "workers" else \
                     on_ray(cfg, args.data_root, workers, time_es, generations=args.generations)
             runs[(kind, where)].append(r)
             print(rnd, kind, where, {k: round(v, 4) for k, v in r.items()}, flush=True)
@@ -121,6 +127,15 @@ def section_pes(args) -> None:
                          f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{med(ratios):.2f}x**); "
                          f"/ the in-process run at the same chunk size: {', '.join(f'{x:.2f}x' for x in same)} "
                          f"(median {med(same):.2f}x)")
+    one = [w["gen_s"] / loc["gen_s"] for loc, w in zip(*(runs[("lowrank", w)] for w in ONE_CORE))]
+    lines.append(f"\nlowrank r=1, one core each way: `{ONE_CORE[1]}` / `{ONE_CORE[0]}`, round by round: "
+                 f"{', '.join(f'{x:.2f}x' for x in one)} (median **{med(one):.2f}x**): what a Ray worker "
+                 "process costs, apart from splitting the population between two")
+    evaluation, update = lowrank_macs([(128, 784), (10, 128)])
+    lines.append(f"\nlowrank r=1, arithmetic: the update's multiply-adds are {update / 1e6:.1f} M of "
+                 f"{(evaluation + update) / 1e6:.1f} M per generation ({100 * update / (evaluation + update):.1f}%), "
+                 "counted from the layer shapes as the structured forward and the update compute them: the "
+                 "tell share if both ran at the same arithmetic rate")
     best_full = max(med([r["gen_s"] for r in runs[s]]) for s in settings if s[0] == "full")
     lines += ["", arithmetic_bound(best_full, med(peaks[2])) + " (The peak: the median of the 2-thread ones.)"]
     write("es_throughput", "\n".join(lines) + "\n")
