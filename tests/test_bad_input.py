@@ -134,7 +134,11 @@ CASES = {
                                                "fitness.kwargs.observation_normalisation=true"],
                                 r"fitness\.kwargs\.observation_normalisation: not an option of GymTask"),
     "obs_clip_not_positive": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
-                                             "fitness.kwargs.obs_clip=0"], "obs_clip must be > 0"),
+                                             "fitness.kwargs.obs_clip=0"],
+                              r"fitness\.kwargs\.obs_clip = 0: Input should be greater than 0"),
+    "gym_episodes_wrong_type": (lambda ws, d: [_file(d / "g.yaml", yaml.safe_dump(GYM)), "--set",
+                                               "fitness.kwargs.episodes=two"],
+                                r"fitness\.kwargs\.episodes = 'two': Input should be a valid integer"),
     # MNIST idx files
     "mnist_missing": (lambda ws, d: [str(ws / "base.yaml"), *MNIST, str(d)], "MNIST not found in"),
     "mnist_truncated": (lambda ws, d: [str(ws / "base.yaml"), *MNIST, mnist(

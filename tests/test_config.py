@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import Field
 
 from evoplat.cli import main
-from evoplat.platform.config import ConfigError, apply_overrides, build_config, describe_options, load_config
+from evoplat.platform.config import (ConfigError, StrictModel, apply_overrides, build_config, describe_options,
+                                     load_config)
 
 
 def test_defaults_validate():
@@ -61,6 +63,28 @@ def test_every_option_is_documented():
     assert len(lines) > 40
     undocumented = [line for line in lines if line.endswith("# ")]
     assert not undocumented, undocumented
+
+
+class _HorizonOptions(StrictModel):
+    horizon: int = Field(10, ge=1, description="Steps per episode.")
+
+
+class _OwnTask:
+    """A user's task class that declares its options (never built here: only its config is checked)."""
+    options = _HorizonOptions
+
+
+def test_component_options_are_validated_and_listed():
+    lines = describe_options()
+    assert any(line.startswith("fitness.kwargs.obs_clip = 5.0  # (fitness.name: gym) ") for line in lines)
+    own = lambda kwargs: {"algorithm": "es", "fitness": {"target": _OwnTask, "kwargs": kwargs}}  # noqa: E731
+    assert build_config(own({"horizon": 3})).fitness.kwargs == {"horizon": 3}
+    for kwargs, message in (({"horizon": 0}, "fitness.kwargs.horizon = 0: Input should be greater than or equal to 1"),
+                            ({"horizon": 5, "horizn": 5}, "fitness.kwargs.horizn: not an option of _OwnTask "
+                                                          "(its options: horizon)")):
+        with pytest.raises(ConfigError) as err:
+            build_config(own(kwargs))
+        assert message in str(err.value)
 
 
 def test_cli_bad_input_stops_before_any_work(tmp_path, capsys):

@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from evoplat.platform.config.sections import (ConfigError, DataConfig, FitnessConfig, ModelConfig, RunConfig,
-                                              RuntimeConfig, StrictModel, TuneConfig)
+                                              RuntimeConfig, StrictModel, TuneConfig, component_options)
 from evoplat.platform.registry import DATASETS, FITNESS, METHODS, MODELS, RegistryError, target_name
 
 
@@ -221,10 +221,19 @@ def to_yaml(cfg: ExperimentConfig) -> str:
 
 
 def describe_options(algorithms=None) -> list[str]:
-    """One line per option: dotted key, default, description (`evoplat options`, the docs)."""
+    """One line per option: dotted key, default, description (`evoplat options`, the docs); then the
+    kwargs of every registered component that declares an options model (`fitness.kwargs.env` of the
+    gym fitness, say), each marked with the name that selects it."""
     lines = _describe(ExperimentConfig)
     for name in algorithms or METHODS.names():
         lines += _describe(METHODS.get(name).config_class, name + ".")
+    for section, registry in (("model", MODELS), ("data", DATASETS), ("fitness", FITNESS)):
+        selector = "source" if section == "data" else "name"
+        for name in registry.names():
+            options = component_options(registry.get(name))
+            if options is not None:
+                lines += [line.replace("  # ", f"  # ({section}.{selector}: {name}) ", 1)
+                          for line in _describe(options, f"{section}.kwargs.")]
     return lines
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evoplat.platform.registry import DATASETS, FITNESS, MODELS, Registry, RegistryError, resolve_target
 
@@ -49,12 +49,35 @@ def _unknown_option(builder, kwargs: dict, leading: int) -> Optional[str]:
             f"({'its options: ' + ', '.join(names) if names else 'it takes none'})")
 
 
+def component_options(builder) -> Optional[type]:
+    """The options model a component declares (`options`: a StrictModel of its kwargs, each with a
+    default and a description), or None: then its signature is all that is known of them."""
+    options = getattr(builder, "options", None)
+    return options if isinstance(options, type) and issubclass(options, BaseModel) else None
+
+
+def _invalid_options(builder, options: type, kwargs: dict) -> Optional[str]:
+    """Why `kwargs` are not valid `options` of `builder` (one line naming the first bad key), or None."""
+    try:
+        options(**kwargs)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            return (f"kwargs.{key}: not an option of {getattr(builder, '__name__', builder)} "
+                    f"(its options: {', '.join(options.model_fields)})")
+        return f"kwargs.{key} = {first['input']!r}: {first['msg'].removeprefix('Value error, ')}"
+    return None
+
+
 class ComponentConfig(StrictModel):
     """A pluggable component: a registered `name`, or a `target` callable (import string or object)."""
 
     target: Any = Field(None, description="A callable instead of a registered name: an import string "
                                           "'package.module:attribute' (YAML) or the callable itself (Python).")
-    kwargs: dict[str, Any] = Field({}, description="Keyword arguments passed to the component's builder.")
+    kwargs: dict[str, Any] = Field({}, description="Keyword arguments passed to the component's builder "
+                                                   "(those of a component that declares them are listed "
+                                                   "as <section>.kwargs.<name>, with the name selecting it).")
 
     @field_validator("target")
     @classmethod
@@ -74,10 +97,16 @@ class ComponentConfig(StrictModel):
             return None
 
     def _check_kwargs(self, registry: Registry, name: str, leading) -> None:
-        """kwargs the builder has no parameter for: an error. `leading(builder)`: how many of its first
-        parameters the platform fills."""
-        builder = self._builder(registry, name) if self.kwargs else None
-        why = builder is not None and _unknown_option(builder, self.kwargs, leading(builder))
+        """kwargs its options model rejects, or (without one) that the builder has no parameter for: an
+        error. `leading(builder)`: how many of the builder's first parameters the platform fills."""
+        if not self.kwargs:
+            return
+        builder = self._builder(registry, name)
+        options = component_options(builder)
+        if options is not None:
+            why = _invalid_options(builder, options, self.kwargs)
+        else:
+            why = builder is not None and _unknown_option(builder, self.kwargs, leading(builder))
         if why:
             raise ValueError(why)
 

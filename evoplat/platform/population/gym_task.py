@@ -19,7 +19,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from evoplat.platform.config import ConfigError
+from pydantic import Field
+
+from evoplat.platform.config import ConfigError, StrictModel
 from evoplat.platform.population import obs_norm
 from evoplat.platform.registry import FITNESS
 
@@ -30,20 +32,34 @@ def _episode_seed(seed: int, generation: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, generation, episode]).generate_state(1)[0])
 
 
+class GymOptions(StrictModel):
+    """`fitness.kwargs` of the gym fitness: checked with the rest of the config, listed by `evoplat options`."""
+
+    env: str = Field("CartPole-v1", description="gymnasium environment id (MuJoCo ones need gymnasium[mujoco]).")
+    episodes: int = Field(1, ge=1, description="Episodes each member plays per generation; its fitness is their "
+                                               "mean return.")
+    eval_episodes: int = Field(100, ge=1, description="Fixed evaluation episodes of the center at each evaluation.")
+    max_episode_steps: Optional[int] = Field(None, ge=1, description="Step limit per episode; null: the "
+                                                                     "environment's own.")
+    env_kwargs: dict = Field({}, description="Keyword arguments passed to gymnasium.make.")
+    observation_normalization: bool = Field(False, description="The policy sees observations normalized by the "
+                                                               "running statistics of the members' training "
+                                                               "episodes (Salimans et al. 2017).")
+    obs_clip: float = Field(5.0, gt=0, description="Normalized observations are clipped to [-obs_clip, obs_clip].")
+
+
 @FITNESS.register("gym")
 class GymTask:
 
     accepts_chunks = True      # member_fitness takes a MemberChunk (members.py) as well as [K, P]
-    def __init__(self, cfg, data_root: Optional[str] = None, device="cpu", env: str = "CartPole-v1",
-                 episodes: int = 1, eval_episodes: int = 100, max_episode_steps: Optional[int] = None,
-                 env_kwargs: Optional[dict] = None, observation_normalization: bool = False,
-                 obs_clip: float = 5.0):
+    options = GymOptions
+
+    def __init__(self, cfg, data_root: Optional[str] = None, device="cpu", **options):
         import gymnasium as gym
-        if not obs_clip > 0:
-            raise ConfigError(f"config error: fitness.kwargs.obs_clip must be > 0, got {obs_clip}")
+        o = GymOptions(**options)
         self.gym, self.cfg, self.device = gym, cfg, torch.device(device)
-        self.env_id, self.env_kwargs = env, dict(env_kwargs or {})
-        self.episodes, self.eval_episodes, self.max_steps = episodes, eval_episodes, max_episode_steps
+        self.env_id, self.env_kwargs = o.env, dict(o.env_kwargs)
+        self.episodes, self.eval_episodes, self.max_steps = o.episodes, o.eval_episodes, o.max_episode_steps
         probe = self._make()
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
@@ -54,17 +70,17 @@ class GymTask:
             self.low, self.high = act_space.low, act_space.high
         self._envs: list = []
         # the normalizer the policy looks through (None: raw observations) and each member's sums
-        self.normalizer = obs_norm.ObservationNormalizer(self.input_shape, obs_clip) \
-            if observation_normalization else None
+        self.normalizer = obs_norm.ObservationNormalizer(self.input_shape, o.obs_clip) \
+            if o.observation_normalization else None
         self._member_rows: list = []
 
     @staticmethod
-    def policy_network(model, input_shape: tuple, observation_normalization: bool = False, obs_clip: float = 5.0,
-                       **_):
+    def policy_network(model, input_shape: tuple, **options):
         """The network a run exports: the policy, behind an ObservationNormalizer if the run normalizes."""
-        if not observation_normalization:
+        o = GymOptions(**options)
+        if not o.observation_normalization:
             return model
-        return torch.nn.Sequential(obs_norm.ObservationNormalizer(input_shape, obs_clip), model)
+        return torch.nn.Sequential(obs_norm.ObservationNormalizer(input_shape, o.obs_clip), model)
 
     # -- the running state (observation statistics) the ES driver keeps and ships each generation ----
     def initial_state(self) -> Optional[dict]:
@@ -89,7 +105,8 @@ class GymTask:
         """policy_network with the statistics this task acts through."""
         if self.normalizer is None:
             return model
-        net = self.policy_network(model, self.input_shape, True, self.normalizer.clip)
+        net = self.policy_network(model, self.input_shape, observation_normalization=True,
+                                  obs_clip=self.normalizer.clip)
         net[0].load_state_dict(self.normalizer.state_dict())
         return net
 
