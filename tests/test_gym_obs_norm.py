@@ -53,6 +53,20 @@ def test_member_rows_are_the_observations_each_member_acted_on():
     np.testing.assert_allclose(rows[1, 5:], (seen ** 2).sum(0), rtol=1e-12)
 
 
+def test_random_action_episodes_seed_the_statistics():
+    cfg = build_config(normalized_raw(backend="local"))
+    made = lambda warmup, seed=None: GymTask(cfg if seed is None else build_config(  # noqa: E731
+        {**normalized_raw(backend="local"), "seed": seed}), **{**cfg.fitness.kwargs, "warmup_episodes": warmup})
+    stats = made(3).initial_state()
+    # 3 episodes of at most 60 steps; the same seed gives the same statistics, another seed others
+    assert 3 <= stats["count"].item() <= 180 and stats["sumsq"].min() > 0
+    assert all(torch.equal(stats[k], made(3).initial_state()[k]) for k in ("count", "sum", "sumsq"))
+    assert not torch.equal(stats["sum"], made(3, seed=7).initial_state()["sum"])
+    assert made(0).initial_state()["count"].item() == 0
+    mean, std = obs_norm.mean_std(stats, (4,))
+    assert np.all(np.abs(mean) < 2) and np.all(std >= np.sqrt(obs_norm.MIN_VARIANCE))
+
+
 def test_statistics_give_the_normalization():
     rng = np.random.default_rng(0)
     obs = rng.normal(3.0, 2.0, size=(500, 4)).astype(np.float32)

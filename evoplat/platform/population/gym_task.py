@@ -10,7 +10,8 @@ batched forward per time step.
     fitness: {name: gym, kwargs: {env: CartPole-v1, episodes: 1, eval_episodes: 100}}
 
 With `observation_normalization: true` the policy sees observations normalized by the running
-statistics of the members' training episodes (obs_norm.py), as in Salimans et al. (2017).
+statistics of the members' training episodes (obs_norm.py), as in Salimans et al. (2017), seeded by
+`warmup_episodes` episodes of random actions.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from evoplat.platform.population import obs_norm
 from evoplat.platform.registry import FITNESS
 
 _EVAL_SALT = 0x5EED_7E57     # evaluation episodes use seeds no training episode uses
+_WARMUP_SALT = 0x0B5_5EED    # nor do the random-action episodes that seed observation statistics
 
 
 def _episode_seed(seed: int, generation: int, episode: int) -> int:
@@ -46,6 +48,12 @@ class GymOptions(StrictModel):
                                                                "running statistics of the members' training "
                                                                "episodes (Salimans et al. 2017).")
     obs_clip: float = Field(5.0, gt=0, description="Normalized observations are clipped to [-obs_clip, obs_clip].")
+    warmup_episodes: int = Field(10, ge=0, description="With observation_normalization: episodes of uniformly "
+                                                       "random actions whose observations seed the statistics "
+                                                       "before the first generation (0: none; then they come only "
+                                                       "from the initial policy's own episodes, which on CartPole "
+                                                       "all fall the same way and can lock the policy into that: "
+                                                       "BENCHMARKS.md).")
 
 
 @FITNESS.register("gym")
@@ -60,6 +68,7 @@ class GymTask:
         self.gym, self.cfg, self.device = gym, cfg, torch.device(device)
         self.env_id, self.env_kwargs = o.env, dict(o.env_kwargs)
         self.episodes, self.eval_episodes, self.max_steps = o.episodes, o.eval_episodes, o.max_episode_steps
+        self.warmup_episodes = o.warmup_episodes
         probe = self._make()
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
@@ -84,7 +93,24 @@ class GymTask:
 
     # -- the running state (observation statistics) the ES driver keeps and ships each generation ----
     def initial_state(self) -> Optional[dict]:
-        return obs_norm.empty_stats(self.input_shape) if self.normalizer is not None else None
+        """The statistics before the first generation: those of `warmup_episodes` random-action episodes,
+        keyed by the run seed."""
+        if self.normalizer is None:
+            return None
+        stats = obs_norm.empty_stats(self.input_shape)
+        if not self.warmup_episodes:
+            return stats
+        rows, env = obs_norm.member_rows(1, self.input_shape), self._make()
+        env.action_space.seed(_episode_seed(self.cfg.seed ^ _WARMUP_SALT, 0, self.warmup_episodes))
+        for e in range(self.warmup_episodes):
+            obs, _ = env.reset(seed=_episode_seed(self.cfg.seed ^ _WARMUP_SALT, 0, e))
+            done = False
+            while not done:
+                obs_norm.accumulate(rows, np.zeros(1, dtype=int), np.asarray(obs, np.float32)[None])
+                obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                done = terminated or truncated
+        env.close()
+        return obs_norm.merge(stats, rows)
 
     def load_state(self, state: Optional[dict]) -> None:
         """Act through the normalization of `state` (statistics up to the generation before)."""
