@@ -72,6 +72,20 @@ def test_nonfinite_fitness_ranks_worst():
     assert abs(u.sum()) < 1e-12 and u[0] == u.max()
 
 
+def test_tied_members_share_their_weight_and_a_tied_population_does_not_move():
+    np.testing.assert_allclose(centered_ranks([2.0, 1.0, 2.0, 0.0]), [1 / 3, -1 / 6, 1 / 3, -1 / 2])
+    u = nes_utilities([3.0, 3.0, 1.0, 0.0])
+    assert u[0] == u[1] and abs(u.sum()) < 1e-12 and u[0] > u[2]
+    # every antithetic pair tied (a discrete fitness: episode returns at their cap, say): no step at all,
+    # where ties ranked by member order would move the center along the pairs' noise every generation
+    strat = OpenAIES(8, 0.1, make_optimizer("adam", 0.05))
+    noise = CounterNoise(0, 6)
+    state = strat.init(torch.zeros(6))
+    for fitness in (np.full(8, 500.0), np.array([9.0, 9.0, 10.0, 10.0, 9.0, 9.0, 12.0, 12.0])):
+        after, _ = strat.tell(state, fitness, noise, strat.ask(state))
+        assert torch.equal(after.center, state.center)
+
+
 def _drive(strategy, steps, dim=20, seed=0):
     """Maximise -||x - 1||^2 with exact fitness; returns the final distance to the optimum."""
     noise = CounterNoise(seed, dim)
