@@ -227,12 +227,11 @@ def describe_options(algorithms=None) -> list[str]:
     lines = _describe(ExperimentConfig)
     for name in algorithms or METHODS.names():
         lines += _describe(METHODS.get(name).config_class, name + ".")
-    for section, registry in (("model", MODELS), ("data", DATASETS), ("fitness", FITNESS)):
-        selector = "source" if section == "data" else "name"
+    for section, registry in (("model", MODELS), ("fitness", FITNESS)):   # registered data sources take none
         for name in registry.names():
             options = component_options(registry.get(name))
             if options is not None:
-                lines += [line.replace("  # ", f"  # ({section}.{selector}: {name}) ", 1)
+                lines += [line.replace("  # ", f"  # ({section}.name: {name}) ", 1)
                           for line in _describe(options, f"{section}.kwargs.")]
     return lines
 
