@@ -4,6 +4,7 @@ exported policy takes raw observations and plays as the run's own evaluation did
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import evoplat
@@ -83,7 +84,7 @@ def test_statistics_give_the_normalization():
     assert not ident[0].any() and (ident[1] == 1).all()
 
 
-def test_workers_resume_and_the_exported_policy(ray_local, tmp_path):
+def test_workers_resume_and_the_exported_policy(ray_local, tmp_path, monkeypatch):
     local = evoplat.run(normalized_raw(backend="local"), run_dir=tmp_path / "local")
     ray2 = evoplat.run(normalized_raw(backend="ray", num_workers=2), run_dir=tmp_path / "ray")
     a, b = (RunDirectory(r.run_dir).load_latest()["strategy"] for r in (local, ray2))
@@ -96,7 +97,9 @@ def test_workers_resume_and_the_exported_policy(ray_local, tmp_path):
     part = evoplat.run(normalized_raw(backend="local"), run_dir=tmp_path / "part",
                        overrides={"run.max_steps": 2})
     assert part.summary["steps"] == 2
-    done = evoplat.run(resume=tmp_path / "part", overrides={"run.max_steps": None})
+    with monkeypatch.context() as m:      # resumed, the checkpoint's statistics are used, none built
+        m.setattr(GymTask, "initial_state", lambda self: pytest.fail("initial statistics built on resume"))
+        done = evoplat.run(resume=tmp_path / "part", overrides={"run.max_steps": None})
     c = RunDirectory(done.run_dir).load_latest()["strategy"]
     assert torch.equal(a["center"], c["center"]) and torch.equal(a["extra"]["task"]["sum"], c["extra"]["task"]["sum"])
 

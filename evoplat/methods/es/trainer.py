@@ -44,13 +44,18 @@ class ESTrainer(Trainer):
             self.workers = self.pool(functools.partial(ESEvaluator, cfg, self.data_root))
             self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size,
                                            merge_task_state=self.running.merge)
-        self.state = self._with_task_state(self.strategy.init(self.layout.flatten(self.model)))
+        self.state = self.strategy.init(self.layout.flatten(self.model))
+
+    def begin(self) -> None:
+        self.state = self._with_task_state(self.state)
 
     def _with_task_state(self, state: StrategyState) -> StrategyState:
         """`state` carrying the task's running state (e.g. observation statistics), fresh if it has none
         yet (a new run, or one resumed with the option newly turned on)."""
+        if "task" in state.extra:         # resumed: building a fresh one (warm-up episodes) would be wasted
+            return state
         task_state = self.running.initial()
-        if task_state is not None and "task" not in state.extra:
+        if task_state is not None:
             state.extra = {**state.extra, "task": task_state}
         return state
 

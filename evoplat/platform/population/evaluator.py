@@ -33,8 +33,20 @@ class ESEvaluator:
         self.forward = PopulationForward(model, cfg.runtime.chunk_size, cfg.method.bn_mode)
         self.noise = make_es_noise(cfg, self.forward.layout)
 
-    def evaluate(self, pop: Population, start: int, stop: int) -> dict:
-        """Fitness of members [start, stop), computed in chunks aligned to multiples of chunk_size."""
+    def evaluate(self, pop: Population, start: int, stop: int, task_state: Optional[dict] = None) -> dict:
+        """Fitness of members [start, stop), computed in chunks aligned to multiples of chunk_size.
+
+        For a task with a running state (observation statistics, say) the members act under
+        `task_state`, and what they add to it comes back per member, in member order ("task_rows")."""
+        if task_state is None:
+            return self._fitness(pop, start, stop)
+        self.task.load_state(task_state)
+        self.task.take_member_stats()            # whatever a call that failed half-way left behind
+        out = self._fitness(pop, start, stop)
+        out["task_rows"] = self.task.take_member_stats()
+        return out
+
+    def _fitness(self, pop: Population, start: int, stop: int) -> dict:
         t0 = time.perf_counter()
         chunk = self.cfg.runtime.chunk_size
         out, noise_s = [], 0.0
@@ -51,15 +63,6 @@ class ESEvaluator:
         fitness = torch.cat(out).numpy().astype(np.float32)
         return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-    def evaluate_in(self, pop: Population, task_state: dict, start: int, stop: int) -> dict:
-        """`evaluate` for a task with a running state (observation statistics, say): the members act
-        under `task_state`, and what they add to it comes back per member ("task_rows")."""
-        self.task.load_state(task_state)
-        self.task.take_member_stats()            # whatever a call that failed half-way left behind
-        out = self.evaluate(pop, start, stop)
-        out["task_rows"] = self.task.take_member_stats()
-        return out
 
 
 def make_es_noise(cfg, layout):

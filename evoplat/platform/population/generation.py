@@ -62,17 +62,18 @@ class ESGeneration:
     """One generation on the pool per `step`; `merge_task_state` as in `advance` (None: the task keeps no
     running state)."""
 
-    def __init__(self, pool, strategy, noise, chunk_size: int, method: str = "evaluate", merge_task_state=None):
+    def __init__(self, pool, strategy, noise, chunk_size: int, merge_task_state=None):
         self.pool, self.strategy, self.noise = pool, strategy, noise
-        self.chunk_size, self.method, self.merge_task_state = chunk_size, method, merge_task_state
+        self.chunk_size, self.merge_task_state = chunk_size, merge_task_state
 
     def step(self, state):
         pop = self.strategy.ask(state)
         task_state = state.extra.get("task") if self.merge_task_state else None
-        method, shared = (self.method, (pop,)) if task_state is None else ("evaluate_in", (pop, task_state))
         t0 = time.perf_counter()
         items = balanced_ranges(pop.size, self.chunk_size, getattr(self.pool, "num_workers", 1))
-        parts = self.pool.run(method, items, shared=shared)
+        if task_state is not None:      # small (statistics), so it rides with each item
+            items = [(a, b, task_state) for a, b in items]
+        parts = self.pool.run("evaluate", items, shared=(pop,))
         t_eval = time.perf_counter() - t0
         fitness = np.concatenate([p["fitness"] for p in parts])
         rows = np.concatenate([p["task_rows"] for p in parts]) if task_state is not None else None

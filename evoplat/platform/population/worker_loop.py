@@ -103,8 +103,7 @@ class ESLoopHost:
         mine[width:] = 0.0
         out = None
         if b > a:
-            out = self.evaluator.evaluate(pop, a, b) if task_state is None else \
-                self.evaluator.evaluate_in(pop, task_state, a, b)
+            out = self.evaluator.evaluate(pop, a, b, task_state)
             mine[: b - a] = torch.from_numpy(out["fitness"].astype(np.float64))
             mine[width], mine[width + 1] = out["noise_s"], out["peak_rss_mb"]
             if task_state is not None:

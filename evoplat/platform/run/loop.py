@@ -1,6 +1,6 @@
 """The one run loop: every method's training runs here, from `evoplat.run`, `evoplat run` and Tune.
 
-    trainer.setup(); resume from the last checkpoint if there is one
+    trainer.setup(); resume from the last checkpoint if there is one, else trainer.begin()
     until the method's budget, run.max_steps, run.max_wall_s or the target metric says stop:
         row = trainer.step(); evaluate when due; track best-so-far; report to loggers;
         checkpoint when due (and at the last step), with the trained network beside it (model.pt)
@@ -97,6 +97,8 @@ def run_loop(ctx: RunContext, trainer_cls: Optional[type] = None) -> dict:
             trainer.load_state_dict(ctx.resume_state)
             trainer.steps_done = int(ctx.resume_state["step"])
             best = BestSoFar(ctx.resume_state.get("best") or _legacy_best(ctx.resume_state))
+        else:
+            trainer.begin()
         for logger in ctx.loggers:
             getattr(logger, "start", lambda *a: None)(trainer.steps_done, budget, trainer.unit)
         last: dict = dict(ctx.run.rows[-1]) if ctx.run.rows else {}   # a resumed complete run keeps its numbers

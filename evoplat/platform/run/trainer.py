@@ -56,6 +56,10 @@ class Trainer:
     def setup(self) -> None:
         """Build data, model, optimizer/strategy and pools. Called once, before load_state_dict."""
 
+    def begin(self) -> None:
+        """A new run starts (called after setup instead of load_state_dict): state that is costly to build
+        and that a checkpoint would replace belongs here rather than in setup."""
+
     def step(self) -> dict | list[dict]:
         """One unit of work. Returns its metrics row (or one row per population member)."""
         raise NotImplementedError
