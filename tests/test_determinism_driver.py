@@ -22,7 +22,7 @@ from evoplat.cli import main
 from evoplat.platform.population.forward import ParamLayout
 from evoplat.platform.population.lowrank import make_perturbation
 from evoplat.platform.run.rundir import load_checkpoint
-from evoplat.platform.strategies import OpenAIES, SNES, StrategyState
+from evoplat.platform.strategies import PGPE, OpenAIES, SNES, StrategyState
 from evoplat.platform.strategies.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,8 @@ def _tell_bits(strategy, kind: str, threads: int) -> bytes:
 
 @pytest.mark.parametrize("kind", ["full", "lowrank"])
 @pytest.mark.parametrize("make", [lambda: OpenAIES(256, 0.02, make_optimizer("adam", 0.01), 0.005),
-                                  lambda: SNES(256, 0.02, lr_center=1.0)])
+                                  lambda: SNES(256, 0.02, lr_center=1.0),
+                                  lambda: PGPE(256, 0.02, make_optimizer("clipup", 0.01))])
 def test_tell_is_bitwise_the_same_on_1_and_2_threads(kind, make):
     assert _tell_bits(make(), kind, 1) == _tell_bits(make(), kind, 2)
 

@@ -123,7 +123,7 @@ def test_nan_fitness_is_counted_and_never_reaches_theta(tmp_path):
     assert torch.isfinite(state.center).all()
 
 
-@pytest.mark.parametrize("strategy", ["snes", "elitist"])
+@pytest.mark.parametrize("strategy", ["snes", "elitist", "pgpe"])
 def test_other_strategies_run_end_to_end(tmp_path, strategy):
     cfg = synthetic_config(runtime={"backend": "local"}, es={"strategy": strategy, "popsize": 12,
                                                              "antithetic": strategy != "elitist"})

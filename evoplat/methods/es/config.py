@@ -1,7 +1,7 @@
 """Options of the evolution-strategy trainer (`algorithm: es`)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,20 +11,29 @@ from evoplat.platform.strategies import STRATEGIES
 
 class ESConfig(StrictModel):
     strategy: str = Field(
-        "openai_es", description="Registered strategy: openai_es (Salimans et al.), snes (separable NES), "
-                                 "elitist ((1+lambda)-ES), or a user's (platform/registry.py STRATEGIES).")
+        "openai_es", description="Registered strategy: openai_es (Salimans et al.), pgpe (symmetric PGPE, as "
+                                 "EvoTorch runs it), snes (separable NES), elitist ((1+lambda)-ES), or a "
+                                 "user's (platform/registry.py STRATEGIES).")
     generations: int = Field(100, ge=1, description="Generations to run.")
     popsize: int = Field(256, ge=2, description="Members per generation (the elitist ES adds the parent).")
     sigma: float = Field(0.02, gt=0, description="Initial perturbation std.")
     lr: float = Field(0.01, gt=0, description="Learning rate of the optimizer on the ES gradient "
-                                              "(openai_es) or of the center (snes).")
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="openai_es: optimizer on the gradient estimate.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="openai_es with sgd: momentum.")
+                                              "(openai_es, pgpe: with clipup the step length) or of the "
+                                              "center (snes).")
+    optimizer: Optional[Literal["adam", "sgd", "clipup"]] = Field(
+        None, description="openai_es, pgpe: optimizer of the center on the gradient estimate; unset: the "
+                          "strategy's own (adam for openai_es, clipup for pgpe).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and clipup: momentum.")
+    max_speed: float = Field(0.0, ge=0, description="clipup: largest step of the center (the velocity's "
+                                                    "norm); 0 = 2 * lr.")
     weight_decay: float = Field(0.005, ge=0, description="openai_es: L2 coefficient added to the gradient.")
     antithetic: bool = Field(True, description="Mirrored pairs +eps/-eps sharing a noise key.")
     batch_size: int = Field(1000, ge=1, description="Training examples each generation's members see.")
     sigma_lr: float = Field(0.0, ge=0, description="snes: learning rate of log-sigma; 0 picks the NES default "
-                                                   "(3 + ln P) / (5 sqrt P).")
+                                                   "(3 + ln P) / (5 sqrt P). pgpe: learning rate of sigma; "
+                                                   "0 picks 0.1.")
+    sigma_max_change: float = Field(0.2, ge=0, description="pgpe: largest relative change of each sigma in "
+                                                           "a generation; 0 = unbounded.")
     success_rule: bool = Field(False, description="elitist: adapt sigma by the 1/5th success rule.")
     success_factor: float = Field(1.22, gt=1, description="elitist: sigma multiplier of the success rule.")
     noise: Literal["counter", "table"] = Field(
@@ -37,7 +46,7 @@ class ESConfig(StrictModel):
         "full", description="Member noise: 'full' (a Gaussian per parameter) or 'lowrank' (each weight "
                             "matrix, a conv kernel as (out, in*k*k), perturbed by A B^T / sqrt(rank) with "
                             "Gaussian A, B; 1-D parameters full rank). Applies to every strategy; the "
-                            "shared low-rank forward needs a scalar sigma (snes falls back to "
+                            "shared low-rank forward needs a scalar sigma (snes and pgpe fall back to "
                             "materialised members).")
     rank: int = Field(1, ge=1, description="lowrank perturbation: rank r of each weight's noise.")
     bn_mode: Literal["batch", "eval"] = Field(
@@ -53,6 +62,8 @@ class ESConfig(StrictModel):
 
     @model_validator(mode="after")
     def _antithetic_needs_even(self):
+        if self.strategy == "pgpe" and not self.antithetic:
+            raise ValueError("es.antithetic must be true with es.strategy pgpe (it samples in mirrored pairs)")
         if self.antithetic and self.strategy != "elitist" and self.popsize % 2:
             raise ValueError(f"es.popsize must be even when es.antithetic is true (got {self.popsize})")
         return self

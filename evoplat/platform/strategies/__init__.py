@@ -11,14 +11,22 @@ from evoplat.platform.strategies.base import StrategyState
 from evoplat.platform.strategies.elitist import ElitistES
 from evoplat.platform.strategies.openai_es import OpenAIES
 from evoplat.platform.strategies.optim import make_optimizer
+from evoplat.platform.strategies.pgpe import PGPE
 from evoplat.platform.strategies.snes import SNES
 
 
 @STRATEGIES.register("openai_es")
 def _openai_es(popsize, sigma, lr=0.01, optimizer="adam", momentum=0.9, weight_decay=0.0, antithetic=True,
-               **_):
-    return OpenAIES(popsize, sigma, make_optimizer(optimizer, lr, momentum), weight_decay, antithetic,
+               max_speed=0.0, **_):
+    return OpenAIES(popsize, sigma, make_optimizer(optimizer, lr, momentum, max_speed), weight_decay, antithetic,
                     shaping=centered_ranks)
+
+
+@STRATEGIES.register("pgpe")
+def _pgpe(popsize, sigma, lr=0.01, optimizer="clipup", momentum=0.9, max_speed=0.0, sigma_lr=0.0,
+          sigma_max_change=0.2, **_):
+    return PGPE(popsize, sigma, make_optimizer(optimizer, lr, momentum, max_speed), sigma_lr or 0.1,
+                sigma_max_change, shaping=centered_ranks)
 
 
 @STRATEGIES.register("snes")
@@ -32,13 +40,14 @@ def _elitist(popsize, sigma, success_rule=False, success_factor=1.22, **_):
 
 
 STRATEGY_OPTIONS = ("popsize", "sigma", "lr", "optimizer", "momentum", "weight_decay", "antithetic",
-                    "sigma_lr", "success_rule", "success_factor")
+                    "sigma_lr", "success_rule", "success_factor", "max_speed", "sigma_max_change")
 
 
 def build_strategy(es_cfg):
     """The strategy named by `es_cfg.strategy`, with its optimizer and fitness shaping passed in."""
-    options = {k: getattr(es_cfg, k) for k in STRATEGY_OPTIONS if hasattr(es_cfg, k)}
+    # an option left unset (None) takes the strategy's own default
+    options = {k: getattr(es_cfg, k) for k in STRATEGY_OPTIONS if getattr(es_cfg, k, None) is not None}
     return STRATEGIES.get(es_cfg.strategy)(**options)
 
 
-__all__ = ["StrategyState", "OpenAIES", "SNES", "ElitistES", "build_strategy", "STRATEGIES"]
+__all__ = ["StrategyState", "OpenAIES", "PGPE", "SNES", "ElitistES", "build_strategy", "STRATEGIES"]

@@ -51,11 +51,15 @@ class AdamFactory:
         return param, state
 
 
-def make_optimizer(name: str, lr: float, momentum: float = 0.9) -> Callable[[list], torch.optim.Optimizer]:
+def make_optimizer(name: str, lr: float, momentum: float = 0.9,
+                   max_speed: float = 0.0) -> Callable[[list], torch.optim.Optimizer]:
     if name == "adam":
         return AdamFactory(lr)
     if name == "sgd":
         return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "clipup":
+        from evoplat.platform.strategies.clipup import ClipUp
+        return lambda params: ClipUp(params, lr=lr, momentum=momentum, max_speed=max_speed)
     raise ValueError(f"unknown optimizer {name}")
 
 
