@@ -11,6 +11,7 @@ OpenAI-ES (evoplat's preset optimizer, Adam, at the same batch and generations) 
 evoplat's own reference. EvoTorch is the optional `bench` extra; without it only evoplat runs.
 
     python benchmarks/bench_pgpe.py --data-root /work/shared/data [--generations 300] [--seeds 0 1]
+        [--lr 0.1 --name pgpe_lr0.1]      (ClipUp's step, both systems; results/<name>.md)
 """
 from __future__ import annotations
 
@@ -94,7 +95,10 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lr", type=float, default=PGPE_SETTINGS["lr"], help="ClipUp's step (max speed twice it)")
+    p.add_argument("--name", default="pgpe", help="results file name")
     args = p.parse_args()
+    PGPE_SETTINGS["lr"] = args.lr
     load = uptime()
     torch.set_num_threads(args.threads)
     rows = {"EvoTorch PGPE": [], "evoplat PGPE": [], "evoplat OpenAI-ES (Adam)": []}
@@ -113,7 +117,8 @@ def main() -> None:
              f"- load before: `{load}`; torch {torch.__version__}, {args.threads} threads, in-process "
              f"(EvoTorch {version or 'not installed'}, no actors)",
              f"- {args.generations} generations, popsize 256, minibatch 256, seeds {args.seeds}; PGPE: ClipUp step "
-             f"0.01 (max speed 0.02), sigma 0.02, sigma learning rate 0.1, max sigma change 20%", "",
+             f"{args.lr:g} (max speed {2 * args.lr:g}), sigma 0.02, sigma learning rate 0.1, max sigma change 20%; "
+             f"OpenAI-ES as es_mnist.yaml (Adam, lr 0.01) at the same batch", "",
              "| system | MNIST test accuracy per seed | mean | generations/s (median over seeds) |",
              "|---|---|---:|---:|"]
     for name, results in rows.items():
@@ -123,7 +128,7 @@ def main() -> None:
         accs = [r["test_acc"] for r in results]
         lines.append(f"| {name} | {', '.join(f'{100 * a:.2f}%' for a in accs)} | {100 * statistics.mean(accs):.2f}% "
                      f"| {statistics.median(r['gen_s'] for r in results):.2f} |")
-    write("pgpe", "\n".join(lines) + "\n")
+    write(args.name, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -162,8 +162,14 @@ class KeyedNoise:
             for a in range(0, pop.num_keys, chunk):
                 b = min(a + chunk, pop.num_keys)
                 for k, eps in zip(range(a, b), self.key_views(pop.generation, range(a, b))):
-                    if w[k] != 0.0:
-                        total.add_(eps if power == 1 else eps ** power, alpha=float(w[k]))
+                    if w[k] == 0.0:
+                        continue
+                    if power == 1:
+                        total.add_(eps, alpha=float(w[k]))
+                    elif power == 2:        # no squared temporary: one pass instead of three
+                        total.addcmul_(eps, eps, value=float(w[k]))
+                    else:
+                        total.add_(eps ** power, alpha=float(w[k]))
         return total.numpy()
 
 
