@@ -2,6 +2,7 @@
 
 Target (issue 2): test accuracy >= 90%.
     python benchmarks/bench_es_mnist.py --data-root DATA_DIR [--set es.generations=300 ...]
+        [--config experiments/es_mnist_pgpe.yaml --name es_mnist_pgpe]     (results/<name>.md)
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def run(args) -> None:
     ev = t.dropna(subset=["test_acc"])
     final = ev.iloc[-1]
     RESULTS.mkdir(exist_ok=True)
-    shutil.copy(run_dir / "accuracy.png", RESULTS / "es_mnist_accuracy.png")
-    lines = [header("ES on MNIST, MLP 784-128-10 (101,770 parameters)"),
+    shutil.copy(run_dir / "accuracy.png", RESULTS / f"{args.name}_accuracy.png")
+    lines = [header(f"ES on MNIST, MLP 784-128-10 (101,770 parameters), {final_strategy(run_dir)}"),
              f"- config: `{args.config}` with overrides {args.set or 'none'}; popsize {int(final['popsize'])}",
              f"- **final test accuracy {100 * final['test_acc']:.2f}%** (target >= 90%: "
              f"{'met' if final['test_acc'] >= 0.90 else 'NOT met'}), validation {100 * final['val_acc']:.2f}%",
@@ -41,8 +42,13 @@ def run(args) -> None:
     for _, r in ev.iterrows():
         lines.append(f"| {int(r['generation'])} | {r['train_loss']:.4f} | {100 * r['val_acc']:.2f}% | "
                      f"{100 * r['test_acc']:.2f}% | {r['wall_time']:.0f} |")
-    lines.append("\n![learning curve](es_mnist_accuracy.png)\n")
-    write("es_mnist", "\n".join(lines))
+    lines.append(f"\n![learning curve]({args.name}_accuracy.png)\n")
+    write(args.name, "\n".join(lines))
+
+
+def final_strategy(run_dir: Path) -> str:
+    import yaml
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["es"]["strategy"]
 
 
 if __name__ == "__main__":
@@ -51,4 +57,5 @@ if __name__ == "__main__":
     p.add_argument("--config", default="experiments/es_mnist.yaml")
     p.add_argument("--run-dir", default="runs/bench_es_mnist")
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--name", default="es_mnist", help="results file name (results/<name>.md)")
     run(p.parse_args())

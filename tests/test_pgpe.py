@@ -116,3 +116,22 @@ def test_each_strategy_gets_its_own_optimizer_unless_one_is_named():
 def test_pgpe_needs_mirrored_pairs():
     with pytest.raises(ConfigError, match="es.antithetic must be true with es.strategy pgpe"):
         _es(strategy="pgpe", antithetic=False)
+
+
+def test_a_resumed_pgpe_run_ends_where_an_unbroken_one_does(tmp_path):
+    # sigma and ClipUp's velocity travel in the checkpoint: a run stopped at generation 2 and resumed
+    # ends with the unbroken run's center, sigma and velocity, bit for bit
+    import evoplat
+    from conftest import synthetic_config
+    from evoplat.platform.run.rundir import RunDirectory
+    cfg = synthetic_config(runtime={"backend": "local"}, es={"strategy": "pgpe", "generations": 4},
+                           run={"checkpoint_every": 2, "eval_every": 2})
+    whole = evoplat.run(cfg, run_dir=tmp_path / "whole")
+    evoplat.run(cfg, run_dir=tmp_path / "part", overrides={"run.max_steps": 2})
+    resumed = evoplat.run(resume=tmp_path / "part", overrides={"run.max_steps": None})
+    a, b = (RunDirectory(r.run_dir).load_latest()["strategy"] for r in (whole, resumed))
+    assert a["generation"] == b["generation"] == 4
+    assert torch.equal(a["center"], b["center"]) and torch.equal(a["sigma"], b["sigma"])
+    assert not torch.equal(a["sigma"], torch.full_like(a["sigma"], 0.05))
+    va, vb = (s["opt_state"]["state"][0]["velocity"] for s in (a, b))
+    assert torch.equal(va, vb) and va.abs().sum() > 0
