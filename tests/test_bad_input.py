@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -303,6 +304,35 @@ def test_unreachable_ray_address_env(ws, tmp_path):
                            "runtime.backend=ray", "--quiet"], cwd=ws, env=env, capture_output=True, text=True,
                           timeout=300)
     check_outcome(ws, before, proc.returncode, proc.stderr, r"no Ray cluster at 127\.0\.0\.1:\d+ \(from \$RAY_ADDRESS\)")
+
+
+def test_more_workers_than_the_local_instance_holds(ws):
+    """A local Ray instance started for the run never grows: workers it cannot hold are one line at once,
+    not a wait of runtime.task_timeout_s for nodes that will never join."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    before = {"existing": tree_hash(ws / "runs" / "existing")}
+    proc = subprocess.run([sys.executable, "-m", "evoplat", "run", str(ws / "base.yaml"), "--set", "runtime.backend=ray",
+                           "--set", "runtime.num_workers=3", "--set", "runtime.local_num_cpus=2", "--quiet"],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+    # Ray's own start-up notice (token authentication) is not evoplat's to print or to hide
+    err = "\n".join(s for s in proc.stderr.splitlines() if not s.startswith("Token authentication is enabled"))
+    check_outcome(ws, before, proc.returncode, err,
+                  r"runtime\.num_workers=3 x runtime\.cpus_per_worker=1 need 3 CPUs, but the local Ray instance has 2")
+
+
+def test_more_workers_than_cores_share_them(ws, tmp_path):
+    """Without runtime.local_num_cpus the local instance counts at least the CPUs the workers ask for."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cores = os.cpu_count() or 1
+    per = cores // 2 + 1                       # 2 workers, whatever the machine: more than its cores together
+    proc = subprocess.run([sys.executable, "-m", "evoplat", "run", str(ws / "base.yaml"), "--set", "runtime.backend=ray",
+                           "--set", "runtime.num_workers=2", "--set", f"runtime.cpus_per_worker={per}",
+                           "--set", "es.generations=2",
+                           "--run-dir", str(tmp_path / "shared"), "--quiet"],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the workers need {2 * per} CPUs and this machine has {cores} cores" in proc.stderr
+    assert json.loads((tmp_path / "shared" / "summary.json").read_text())["steps"] == 2
 
 
 @pytest.mark.parametrize("setting,expect", [("runtime.cpus_per_worker=64", "cpus_per_worker=64 but no node"),

@@ -224,7 +224,9 @@ class RuntimeConfig(StrictModel):
                                                            "is reassigned and its worker replaced.")
     max_task_retries: int = Field(3, ge=0, description="Times a lost or timed-out work item is retried.")
     local_num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a local Ray instance started "
-                                                                  "in-process (default: all).")
+                                                                  "in-process (default: the machine's cores, or "
+                                                                  "num_workers x cpus_per_worker if more: "
+                                                                  "workers then share cores).")
     spread_nodes: bool = Field(True, description="Place workers with the SPREAD strategy across nodes.")
     loop: Literal["driver", "workers"] = Field(
         "driver", description="Who runs the generations (algorithm es). driver: the driver asks, ships the "

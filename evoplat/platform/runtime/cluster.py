@@ -7,9 +7,13 @@ server answers, for half a minute or more, printing a log line a second meanwhil
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 from typing import Optional
+
+log = logging.getLogger("evoplat.pool")
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -86,9 +90,17 @@ def check_address(runtime_cfg) -> None:
         probe_address(address, "runtime.address" if runtime_cfg.address else "$RAY_ADDRESS")
 
 
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
-    """Initialise Ray once per process; later calls reuse the connection."""
+# The Ray instance connect() started in this process (its GCS address), if it did: one that cannot grow,
+# so a pool it can never hold whole is a configuration error, not a wait for nodes to join.
+_started_here: Optional[str] = None
+
+
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, min_cpus: float = 0.0) -> None:
+    """Initialise Ray once per process; later calls reuse the connection. A local instance started here
+    counts `num_cpus` CPUs (runtime.local_num_cpus), by default the machine's cores, or `min_cpus` (the
+    pool's need) if that is more: asked for more workers than cores, they share the cores."""
     import ray
+    global _started_here
     if ray.is_initialized():
         return
     source = "runtime.address" if address else "$RAY_ADDRESS"
@@ -106,13 +118,29 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> No
     else:
         # "local", not None: with None, Ray would join whatever cluster the last `ray start` on this
         # machine recorded in its temp dir (someone else's, on a shared machine) instead of starting one.
+        cores = os.cpu_count() or 1
+        if num_cpus is None and min_cpus > cores:
+            num_cpus = math.ceil(min_cpus)
+            log.warning("the workers need %g CPUs and this machine has %d cores: they will share them", min_cpus,
+                        cores)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        _started_here = ray.get_runtime_context().gcs_address
 
 
-def check_resources(cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Raise ClusterError when no live node could ever host one worker (instead of waiting forever)."""
+def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers: int = 1) -> None:
+    """Raise ClusterError when no live node could ever host one worker (instead of waiting forever), or
+    when the local instance started here cannot hold all `num_workers` (it will never grow)."""
     import ray
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if _started_here is not None and _started_here == ray.get_runtime_context().gcs_address:
+        for kind, per, option in (("CPU", cpus_per_worker, "cpus"), ("GPU", gpus_per_worker, "gpus")):
+            have = sum(r.get(kind, 0.0) for r in nodes)
+            if per and num_workers * per > have:
+                fix = (" or raise runtime.local_num_cpus (Ray counts CPUs as slots: more than the machine's "
+                       "cores is allowed)" if kind == "CPU" else "")
+                raise ClusterError(f"cluster error: runtime.num_workers={num_workers} x runtime.{option}_per_worker="
+                                   f"{per:g} need {num_workers * per:g} {kind}s, but the local Ray instance has "
+                                   f"{have:g}; lower runtime.num_workers or runtime.{option}_per_worker{fix}")
     most_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
     most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
     if gpus_per_worker > most_gpus:
