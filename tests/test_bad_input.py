@@ -317,7 +317,8 @@ def test_more_workers_than_the_local_instance_holds(ws):
     # Ray's own start-up notice (token authentication) is not evoplat's to print or to hide
     err = "\n".join(s for s in proc.stderr.splitlines() if not s.startswith("Token authentication is enabled"))
     check_outcome(ws, before, proc.returncode, err,
-                  r"runtime\.num_workers=3 x runtime\.cpus_per_worker=1 need 3 CPUs, but the local Ray instance has 2")
+                  r"runtime\.num_workers=3 x runtime\.cpus_per_worker=1 need 3 CPUs, but the local Ray instance has 2; "
+                  r"lower .*, or raise runtime\.local_num_cpus")
 
 
 def test_more_workers_than_cores_share_them(ws, tmp_path):

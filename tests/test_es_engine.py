@@ -44,10 +44,12 @@ def test_member_ranges_are_chunk_aligned():
     assert member_ranges(20, 8, chunks_per_item=2) == [(0, 16), (16, 20)]
 
 
-@pytest.mark.parametrize("noise,perturbation", [("counter", "full"), ("table", "full"), ("table", "lowrank"),
-                                                ("counter", "lowrank")])
-def test_bitwise_identical_for_1_2_3_workers(ray_local, noise, perturbation):
-    cfg = synthetic_config(es={"noise": noise, "perturbation": perturbation, "rank": 2})
+@pytest.mark.parametrize("noise,perturbation,strategy", [
+    ("counter", "full", "openai_es"), ("table", "full", "openai_es"), ("table", "lowrank", "openai_es"),
+    ("counter", "lowrank", "openai_es"),
+    ("table", "full", "pgpe")])            # a per-parameter sigma: members formed with a vector scale
+def test_bitwise_identical_for_1_2_3_workers(ray_local, noise, perturbation, strategy):
+    cfg = synthetic_config(es={"noise": noise, "perturbation": perturbation, "rank": 2, "strategy": strategy})
     f1, w1 = _fitness_history(cfg, 1)
     for workers in (2, 3):
         f, w = _fitness_history(cfg, workers)

@@ -95,14 +95,15 @@ def check_address(runtime_cfg) -> None:
 _started_here: Optional[str] = None
 
 
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, min_cpus: float = 0.0) -> None:
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, min_cpus: float = 0.0) -> bool:
     """Initialise Ray once per process; later calls reuse the connection. A local instance started here
     counts `num_cpus` CPUs (runtime.local_num_cpus), by default the machine's cores, or `min_cpus` (the
-    pool's need) if that is more: asked for more workers than cores, they share the cores."""
+    pool's need) if that is more: asked for more workers than cores, they share the cores. True if this
+    call started Ray."""
     import ray
     global _started_here
     if ray.is_initialized():
-        return
+        return False
     source = "runtime.address" if address else "$RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     # Workers import evoplat from the driver's environment; a job's working_dir is shipped by Ray itself.
@@ -125,22 +126,31 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, min_c
                         cores)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
         _started_here = ray.get_runtime_context().gcs_address
+    return True
 
 
-def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers: int = 1) -> None:
+def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers: int = 1,
+                    started_now: bool = True) -> None:
     """Raise ClusterError when no live node could ever host one worker (instead of waiting forever), or
-    when the local instance started here cannot hold all `num_workers` (it will never grow)."""
+    when the local instance connect() started (`started_now`: for this pool, else for an earlier one)
+    cannot hold all `num_workers` (it will never grow)."""
     import ray
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if _started_here is not None and _started_here == ray.get_runtime_context().gcs_address:
         for kind, per, option in (("CPU", cpus_per_worker, "cpus"), ("GPU", gpus_per_worker, "gpus")):
             have = sum(r.get(kind, 0.0) for r in nodes)
             if per and num_workers * per > have:
-                fix = (" or raise runtime.local_num_cpus (Ray counts CPUs as slots: more than the machine's "
-                       "cores is allowed)" if kind == "CPU" else "")
+                lower = f"lower runtime.num_workers or runtime.{option}_per_worker"
+                if not started_now:
+                    fix = f"it was started for an earlier run in this process: ray.shutdown() before this one, or {lower}"
+                elif kind == "CPU":
+                    fix = (f"{lower}, or raise runtime.local_num_cpus (Ray counts CPUs as slots: more than the "
+                           f"machine's cores is allowed)")
+                else:
+                    fix = lower
                 raise ClusterError(f"cluster error: runtime.num_workers={num_workers} x runtime.{option}_per_worker="
                                    f"{per:g} need {num_workers * per:g} {kind}s, but the local Ray instance has "
-                                   f"{have:g}; lower runtime.num_workers or runtime.{option}_per_worker{fix}")
+                                   f"{have:g}; {fix}")
     most_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
     most_gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
     if gpus_per_worker > most_gpus:

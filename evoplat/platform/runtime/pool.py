@@ -337,8 +337,8 @@ def make_pool(factory: Callable[[], Any], runtime_cfg, placement_group=None):
     from evoplat.platform.runtime.cluster import check_resources, connect
     # a placement group (Tune's trial) has reserved the pool's bundles already
     workers = runtime_cfg.num_workers if placement_group is None else 1
-    connect(runtime_cfg.address, runtime_cfg.local_num_cpus, workers * runtime_cfg.cpus_per_worker)
-    check_resources(runtime_cfg.cpus_per_worker, runtime_cfg.gpus_per_worker, workers)
+    started = connect(runtime_cfg.address, runtime_cfg.local_num_cpus, workers * runtime_cfg.cpus_per_worker)
+    check_resources(runtime_cfg.cpus_per_worker, runtime_cfg.gpus_per_worker, workers, started)
     return WorkerPool(factory, runtime_cfg.num_workers, runtime_cfg.cpus_per_worker,
                       runtime_cfg.gpus_per_worker, runtime_cfg.task_timeout_s, runtime_cfg.max_task_retries,
                       runtime_cfg.spread_nodes, placement_group, runtime_cfg.shared_memory)
