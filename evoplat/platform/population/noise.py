@@ -150,7 +150,7 @@ class KeyedNoise:
         return FullRankChunk(self.key_views(generation, keys, device))
 
     def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
-        """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members.
+        """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members, power 1 or 2.
 
         Members sharing a key are merged first, so an antithetic population draws each vector once. The
         sum runs key by key in key order on one thread: the result is bitwise the same whatever the
@@ -166,10 +166,8 @@ class KeyedNoise:
                         continue
                     if power == 1:
                         total.add_(eps, alpha=float(w[k]))
-                    elif power == 2:        # no squared temporary: one pass instead of three
+                    else:                   # no squared temporary: one pass instead of three
                         total.addcmul_(eps, eps, value=float(w[k]))
-                    else:
-                        total.add_(eps ** power, alpha=float(w[k]))
         return total.numpy()
 
 

@@ -48,6 +48,6 @@ class PGPE:
         new_sigma = sigma + self.sigma_lr * grad_sigma
         if self.sigma_max_change:
             bound = sigma.abs() * self.sigma_max_change
-            new_sigma = torch.minimum(torch.maximum(new_sigma, sigma - bound), sigma + bound)
+            new_sigma = torch.clamp(new_sigma, sigma - bound, sigma + bound)
         info = {"sigma_mean": float(new_sigma.mean()), "grad_norm": float(grad_center.norm())}
         return StrategyState(center, new_sigma, state.generation + 1, opt_state, state.extra), info
