@@ -63,12 +63,15 @@ def lowrank_macs(shapes: list, popsize: int = 256, batch: int = 256, rank: int =
     return evaluation, update
 
 
-def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver"):
+def pes_config(perturbation="full", rank=1, popsize=256, chunk=32, workers=2, backend="ray", loop="driver",
+               overrides=()):
+    """P-ES's config; `overrides` ('es.strategy=pgpe', ...) as `evoplat run --set` reads them, applied last."""
     from evoplat.platform.config import build_config
+    from evoplat.platform.config.experiment import apply_overrides
     raw = yaml.safe_load(CONFIG.read_text())
     raw["es"].update(popsize=popsize, batch_size=256, perturbation=perturbation, rank=rank)
     raw["runtime"].update(backend=backend, num_workers=workers, chunk_size=chunk, cpus_per_worker=1, loop=loop)
-    return build_config(raw)
+    return build_config(apply_overrides(raw, overrides))
 
 
 def driver_side(cfg) -> tuple:

@@ -6,9 +6,11 @@ objects only (no pool, no data), `--repeats` times per perturbation kind, after 
 
 `--compare DIR` times another checkout of the code (a `git worktree` of an older commit, say) in
 alternation with this one, each in a fresh process with that checkout first on PYTHONPATH, so that
-both are measured in the same sitting on the same machine.
+both are measured in the same sitting on the same machine. `--set es.strategy=pgpe --set
+es.noise=counter` (P-ES's config overrides, as `evoplat run --set` reads them) times another strategy or
+noise; `--name` then keeps its results apart from the default's.
 
-    python benchmarks/bench_es_tell.py [--repeats 300] [--rounds 3] [--compare /tmp/old]
+    python benchmarks/bench_es_tell.py [--repeats 300] [--rounds 3] [--compare /tmp/old] [--set K=V ...]
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from _common import git_rev, header, write  # noqa: E402
 from _pes import driver_side, pes_config  # noqa: E402
 
 
-def tell_ms(kind: str, repeats: int) -> list[float]:
-    strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128))
+def tell_ms(kind: str, repeats: int, overrides=()) -> list[float]:
+    strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128, overrides=overrides))
     rng = np.random.default_rng(0)
     times = []
     for i in range(repeats + 10):
@@ -42,10 +44,11 @@ def tell_ms(kind: str, repeats: int) -> list[float]:
     return times
 
 
-def child(repeats: int) -> None:
+def child(repeats: int, overrides: list) -> None:
     import evoplat
     rev = git_rev(Path(evoplat.__file__).resolve().parent)
-    print(json.dumps({"commit": rev, **{k: statistics.median(tell_ms(k, repeats)) for k in ("full", "lowrank")}}))
+    print(json.dumps({"commit": rev, **{k: statistics.median(tell_ms(k, repeats, overrides))
+                                        for k in ("full", "lowrank")}}))
 
 
 def main() -> None:
@@ -53,23 +56,33 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=300, help="timed updates per kind and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each a fresh process per checkout")
     p.add_argument("--compare", default=None, help="another checkout, timed in alternation with this one")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of P-ES's config (es_mnist.yaml at popsize 256, minibatch 256)")
+    p.add_argument("--name", default="es_tell", help="results file name (benchmarks/results/NAME.md)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(args.repeats)
+        return child(args.repeats, args.overrides)
+    from evoplat.platform.config import ConfigError
+    try:
+        pes_config(overrides=args.overrides)
+    except ConfigError as e:
+        sys.exit(str(e))
+    what = strategy_line(args.overrides)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     checkouts = [("this checkout", None)] + ([("compared", args.compare)] if args.compare else [])
     runs = {name: [] for name, _ in checkouts}
     for _ in range(args.rounds):
         for name, path in checkouts:
             env = dict(os.environ, **({"PYTHONPATH": str(Path(path).resolve())} if path else {}))
-            res = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env,
+            sets = [a for o in args.overrides for a in ("--set", o)]
+            res = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats), *sets], env=env,
                                  capture_output=True, text=True, check=True)
             runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(name, runs[name][-1], flush=True)
     lines = [header("The ES update (tell) alone on P-ES: ms per update on the driver"),
-             f"- {args.repeats} timed updates per kind after 10 warm-up, random fitness, popsize 256, OpenAI-ES + Adam, "
-             f"table noise; {args.rounds} rounds, each a fresh process per checkout, checkouts in alternation; "
+             f"- {args.repeats} timed updates per kind after 10 warm-up, random fitness, popsize 256, {what}; "
+             f"{args.rounds} rounds, each a fresh process per checkout, checkouts in alternation; "
              "each cell: the median over rounds of the per-round median [min-max]",
              f"- load: `{load}`", "",
              "| checkout | commit | full rank (ms) | low rank r=1 (ms) |", "|---|---|---:|---:|"]
@@ -78,7 +91,16 @@ def main() -> None:
         cells = [f"{statistics.median(r[k] for r in rs):.2f} [{min(r[k] for r in rs):.2f}-{max(r[k] for r in rs):.2f}]"
                  for k in ("full", "lowrank")]
         lines.append(f"| {name} | {rs[0]['commit']} | {cells[0]} | {cells[1]} |")
-    write("es_tell", "\n".join(lines) + "\n")
+    write(args.name, "\n".join(lines) + "\n")
+
+
+def strategy_line(overrides: list) -> str:
+    """'OpenAI-ES + adam, table noise' for the config the overrides make."""
+    es = pes_config(overrides=overrides).es
+    names = {"openai_es": "OpenAI-ES", "pgpe": "PGPE", "snes": "SNES", "elitist": "elitist ES"}
+    optimizer = f" + {es.optimizer}" if es.optimizer and es.strategy in ("openai_es", "pgpe") else ""
+    return f"{names.get(es.strategy, es.strategy)}{optimizer}, {es.noise} noise" + (
+        f" (overrides: {', '.join(overrides)})" if overrides else "")
 
 
 if __name__ == "__main__":

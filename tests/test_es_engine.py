@@ -47,7 +47,8 @@ def test_member_ranges_are_chunk_aligned():
 @pytest.mark.parametrize("noise,perturbation,strategy", [
     ("counter", "full", "openai_es"), ("table", "full", "openai_es"), ("table", "lowrank", "openai_es"),
     ("counter", "lowrank", "openai_es"),
-    ("table", "full", "pgpe")])            # a per-parameter sigma: members formed with a vector scale
+    ("table", "full", "pgpe"),             # a per-parameter sigma: members formed with a vector scale
+    ("table", "lowrank", "pgpe")])          # and its sigma update as a product of squared factors
 def test_bitwise_identical_for_1_2_3_workers(ray_local, noise, perturbation, strategy):
     cfg = synthetic_config(es={"noise": noise, "perturbation": perturbation, "rank": 2, "strategy": strategy})
     f1, w1 = _fitness_history(cfg, 1)

@@ -93,11 +93,12 @@ def test_unsupported_models_fall_back_to_materialised_members():
     assert torch.equal(forward.logits(chunk, x), forward.logits(chunk.materialize(), x))
 
 
-@pytest.mark.parametrize("power", [1, 2])
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("power", [1, 2])        # 2: the square as a product of rank r(r+1)/2
 @pytest.mark.parametrize("chunk", [256, 1])      # one key block; blocks of 16 keys added to the first
-def test_lowrank_combine_equals_explicit_sum(power, chunk):
+def test_lowrank_combine_equals_explicit_sum(power, chunk, rank):
     layout = ParamLayout(_cnn())
-    noise = make_perturbation("lowrank", "counter", layout, rank=3, seed=4)
+    noise = make_perturbation("lowrank", "counter", layout, rank=rank, seed=4)
     pop = Population(center=np.zeros(layout.size, np.float32), scale=1.0, size=70, generation=1)
     coeffs = np.linspace(-1, 1, 70)
     members = noise.members(pop, 0, 70)
@@ -105,6 +106,16 @@ def test_lowrank_combine_equals_explicit_sum(power, chunk):
     np.testing.assert_allclose(noise.combine(pop, coeffs, power=power, chunk=chunk), explicit.numpy(),
                                rtol=1e-4, atol=1e-4)
 
+
+
+def test_lowrank_combine_both_is_the_two_combines_to_the_bit():
+    layout = ParamLayout(_cnn())
+    noise = make_perturbation("lowrank", "table", layout, rank=2, seed=4)
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=1.0, size=12, generation=2)
+    coeffs = np.linspace(-1, 1, 12)
+    first, second = noise.combine_both(pop, coeffs)
+    assert np.array_equal(first, noise.combine(pop, coeffs))
+    assert np.array_equal(second, noise.combine(pop, coeffs, power=2))
 
 @pytest.mark.parametrize("source", ["counter", "table"])
 def test_update_reads_the_evaluations_factors_to_the_bit(source):

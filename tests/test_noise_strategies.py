@@ -62,6 +62,20 @@ def test_combine_equals_explicit_sum():
     np.testing.assert_allclose(noise.combine(pop, coeffs, power=2), squares.numpy(), rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("antithetic", [True, False])
+@pytest.mark.parametrize("make", [lambda: CounterNoise(4, 30), lambda: NoiseTable(4, 30, 4096)])
+def test_combine_both_is_the_two_combines_to_the_bit(make, antithetic):
+    noise = make()
+    pop = Population(center=np.zeros(30, np.float32), scale=1.0, size=10, generation=3, antithetic=antithetic)
+    coeffs = np.linspace(-1, 1, 10)
+    if antithetic:
+        coeffs[5] = coeffs[4]        # a pair whose weight vanishes in the first power only
+    first, second = noise.combine_both(pop, coeffs, chunk=3)
+    assert np.array_equal(first, noise.combine(pop, coeffs, chunk=3))
+    assert np.array_equal(second, noise.combine(pop, coeffs, power=2, chunk=3))
+    assert not np.array_equal(first, second)
+
 def test_nonfinite_fitness_ranks_worst():
     f = np.array([0.5, np.nan, 2.0, -np.inf, np.inf, 1.0])
     clean, bad = sanitize(f)

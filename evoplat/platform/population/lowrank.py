@@ -154,13 +154,16 @@ class LowRankNoise(KeyedNoise):
         return LowRankChunk(self, rows.to(device))
 
     def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
-        """sum_k w_k A_k B_k^T per weight (one product over all keys), w . segment for 1-D params.
+        """sum_k w_k (A_k B_k^T)^power per weight as one matrix product over all keys, w . segment^power
+        for 1-D params; power 1 or 2 (element-wise: SNES's and PGPE's sigma update).
 
-        power 2 (SNES) squares the materialised directions key by key (the base class's sum).
+        The square of a rank-r matrix is a rank-r(r+1)/2 one: (sum_s a_s b_s^T)^2 = sum_{s<=t} c_st
+        (a_s a_t)(b_s b_t)^T with c_st = 2 for s < t, so the second power is a product too, never the
+        materialised directions (at rank 1 on P-ES: about a hundredth of their time).
         """
-        if power != 1:
-            return super().combine(pop, coeffs, power, chunk)
-        w = torch.from_numpy(self.key_weights(pop, coeffs).astype(np.float32))
+        if power not in (1, 2):
+            raise ValueError(f"combine sums first or second powers, not {power}")
+        w = torch.from_numpy(self.key_weights(pop, coeffs, power).astype(np.float32))
         if pop.num_keys == 0:
             return np.zeros(self.dim, dtype=np.float32)
         # The first key block writes every entry, later ones add to it: no zero-filled 400 KB to read.
@@ -172,20 +175,36 @@ class LowRankNoise(KeyedNoise):
                 for seg in self.segments:
                     off, _, f, out, inn = seg
                     if not inn:
-                        part = wk @ factors[:, f:f + out]
+                        e = factors[:, f:f + out]
+                        part = wk @ (e if power == 1 else e * e)
                         total[off:off + out].copy_(part) if k0 == 0 else total[off:off + out].add_(part)
                         continue
-                    if self.rank == 1:      # A and B are plain column slices: the same operands, fewer ops
-                        a, b = factors[:, f:f + out] * wk[:, None], factors[:, f + out:f + out + inn]
-                    else:
-                        a, b = self._split(factors, seg)
-                        a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
-                        b = b.transpose(1, 2).reshape(-1, inn)
-                    # [K r, out]^T @ [K r, in] straight into `total`: for rank 1 b is a view of the
-                    # factors (no permuted copy).
+                    a, b = self._weighted_pair(factors, seg, wk, power)
+                    # [K q, out]^T @ [K q, in] straight into `total`: for rank 1 and power 1 b is a view
+                    # of the factors (no permuted copy).
                     dst = total[off:off + out * inn].view(out, inn)
                     torch.mm(a.T, b, out=dst) if k0 == 0 else dst.addmm_(a.T, b)
         return total.numpy()
+
+    def _weighted_pair(self, factors: torch.Tensor, seg, wk: torch.Tensor, power: int) -> tuple:
+        """(a [K q, out], b [K q, in]) with a^T b = sum_k wk_k (A_k B_k^T)^power for a weight segment."""
+        _, _, f, out, inn = seg
+        if self.rank == 1:          # A and B are plain column slices: the same operands, fewer ops
+            a, b = factors[:, f:f + out], factors[:, f + out:f + out + inn]
+            if power == 2:
+                a, b = a * a, b * b
+            return a * wk[:, None], b
+        a, b = self._split(factors, seg)                    # [K, out, r], [K, in, r]
+        if power == 2:
+            s, t = torch.triu_indices(self.rank, self.rank)
+            a = a[:, :, s] * a[:, :, t] * torch.where(s < t, 2.0, 1.0)
+            b = b[:, :, s] * b[:, :, t]
+        a = (a * wk[:, None, None]).transpose(1, 2).reshape(-1, out)
+        return a, b.transpose(1, 2).reshape(-1, inn)
+
+    def combine_both(self, pop: Population, coeffs, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Both powers, each one product per weight over the factors this process remembers."""
+        return self.combine(pop, coeffs, 1, chunk), self.combine(pop, coeffs, 2, chunk)
 
 
 class LowRankChunk:

@@ -156,19 +156,28 @@ class KeyedNoise:
         sum runs key by key in key order on one thread: the result is bitwise the same whatever the
         caller's thread count (a multi-threaded BLAS product changes its summation order with it).
         """
-        w = self.key_weights(pop, coeffs, power).astype(np.float32)
-        total = torch.zeros(self.dim, dtype=torch.float32)
+        return self._sums(pop, coeffs, (power,), chunk)[0]
+
+    def combine_both(self, pop: Population, coeffs, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(combine(pop, coeffs, 1), combine(pop, coeffs, 2)), the same bits, from one pass over the
+        noise: each vector read, or with counter noise drawn, once (PGPE's and SNES's update)."""
+        return self._sums(pop, coeffs, (1, 2), chunk)
+
+    def _sums(self, pop: Population, coeffs, powers: tuple, chunk: int) -> tuple:
+        weights = [self.key_weights(pop, coeffs, p).astype(np.float32) for p in powers]
+        totals = [torch.zeros(self.dim, dtype=torch.float32) for _ in powers]
         with fixed_threads():
             for a in range(0, pop.num_keys, chunk):
                 b = min(a + chunk, pop.num_keys)
                 for k, eps in zip(range(a, b), self.key_views(pop.generation, range(a, b))):
-                    if w[k] == 0.0:
-                        continue
-                    if power == 1:
-                        total.add_(eps, alpha=float(w[k]))
-                    else:                   # no squared temporary: one pass instead of three
-                        total.addcmul_(eps, eps, value=float(w[k]))
-        return total.numpy()
+                    for power, w, total in zip(powers, weights, totals):
+                        if w[k] == 0.0:
+                            continue
+                        if power == 1:
+                            total.add_(eps, alpha=float(w[k]))
+                        else:               # no squared temporary: one pass instead of three
+                            total.addcmul_(eps, eps, value=float(w[k]))
+        return tuple(t.numpy() for t in totals)
 
 
 class CounterNoise(KeyedNoise):

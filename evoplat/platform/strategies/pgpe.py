@@ -6,7 +6,7 @@ With members theta +/- sigma*z_k in pairs and centered-rank utilities u:
     grad_center = sum_k (u_k+ - u_k-)/2 * sigma*z_k / K
     grad_sigma  = sum_k ((u_k+ + u_k-)/2) * ((sigma*z_k)^2 - sigma^2)/sigma / K
 over the K pairs; per member, that is sigma * sum_i (u_i/2) * (+/-z_i) / K and
-sigma * sum_i (u_i/2) * (z_i^2 - 1) / K, two `combine` calls on the keyed noise.
+sigma * sum_i (u_i/2) * (z_i^2 - 1) / K: both sums from one pass over the keyed noise (`combine_both`).
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ class PGPE:
         half = self.shaping(fitness) / 2.0
         pairs = self.popsize // 2
         sigma = state.sigma
-        grad_center = torch.from_numpy(noise.combine(pop, half)).mul_(sigma).div_(pairs)
-        z2 = torch.from_numpy(noise.combine(pop, half, power=2)).sub_(float(np.sum(half)))
+        z1, z2 = (torch.from_numpy(s) for s in noise.combine_both(pop, half))
+        grad_center = z1.mul_(sigma).div_(pairs)
+        z2.sub_(float(np.sum(half)))
         grad_sigma = z2.mul_(sigma).div_(pairs)
         # ascent on the fitness = descent along -grad for the optimizer, which minimises
         center, opt_state = apply_gradient(self.make_optimizer, state.center, grad_center.neg_(), state.opt_state)

@@ -31,8 +31,9 @@ class SNES:
         u = self.shaping(fitness)
         dim = state.center.numel()
         lr_sigma = self.lr_sigma or (3 + math.log(dim)) / (5 * math.sqrt(dim))
-        grad_mu = torch.from_numpy(noise.combine(pop, u))
-        grad_sigma = torch.from_numpy(noise.combine(pop, u, power=2)) - float(np.sum(u))
+        z1, z2 = noise.combine_both(pop, u)
+        grad_mu = torch.from_numpy(z1)
+        grad_sigma = torch.from_numpy(z2) - float(np.sum(u))
         center = state.center + self.lr_center * state.sigma * grad_mu
         sigma = state.sigma * torch.exp(0.5 * lr_sigma * grad_sigma)
         info = {"sigma_mean": float(sigma.mean())}
