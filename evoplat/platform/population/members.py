@@ -34,7 +34,10 @@ class MemberChunk:
         keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
         self.keys = sorted(set(keys))
         index = {k: r for r, k in enumerate(self.keys)}
-        self.rows = torch.tensor([index[k] for k in keys], device=device)
+        # Each member's key row, on the device for indexing there and on the host for picking views
+        # (reading the device copy back would be a host round trip on a GPU).
+        self.row_list = [index[k] for k in keys]
+        self.rows = torch.tensor(self.row_list, device=device)
         self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
         self.size = stop - start
         # Antithetic pairs in order (+eps, -eps, +eps', ...): the forward broadcasts a key over its pair.
@@ -52,6 +55,7 @@ class MemberChunk:
         """Members [start, stop) of this chunk (positions within it), sharing its noise."""
         blk = copy.copy(self)
         blk.rows, blk.signs, blk.mult = self.rows[start:stop], self.signs[start:stop], self.mult[start:stop]
+        blk.row_list = self.row_list[start:stop]
         blk.size = stop - start
         blk.paired = self.paired and start % 2 == 0 and stop % 2 == 0
         blk.key_range = (start // 2, stop // 2)
@@ -103,6 +107,6 @@ class MemberChunk:
         if kind == "stacked":
             return parts[0][self.rows]
         if kind == "views":
-            return torch.stack([parts[0][r] for r in self.rows.tolist()])
+            return torch.stack([parts[0][r] for r in self.row_list])
         a, b = parts
         return torch.bmm(a[self.rows], b[self.rows].transpose(1, 2)).view(-1, *shape)

@@ -1,0 +1,71 @@
+"""A chunk's evaluation on a device that holds no data ("meta"): every tensor it touches must live on
+the target device, and any read back to the host (`.item()`, `.tolist()`, a copy to the CPU) fails
+there. So these tests show, on a CPU-only machine, what a GPU worker needs: the population forward and
+the fitness run wholly on the worker's device, with no host round trip per member (or per chunk).
+Only the noise is made on the host (counter noise is drawn there; a table is copied to the device once).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evoplat.platform.population.forward import PopulationForward
+from evoplat.platform.population.lowrank import make_perturbation
+from evoplat.platform.population.noise import Population
+from evoplat.platform.population.task import neg_loss
+
+META = torch.device("meta")
+
+
+def _mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 3 * 3, 4))
+
+
+def _not_a_chain():         # batch norm: the vmap forward over materialised members
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _on_meta(make_model, x: torch.Tensor, chain: bool) -> PopulationForward:
+    torch.manual_seed(0)
+    forward = PopulationForward(make_model(), chunk_size=8)
+    # The one-time check that the layers in order are the model's forward compares real outputs.
+    assert forward.structured(x) is chain
+    forward.model.to(META)
+    return forward
+
+
+@pytest.mark.parametrize("make_model,shape,chain", [(_mlp, (16, 64), True), (_cnn, (16, 1, 8, 8), True),
+                                                    (_not_a_chain, (16, 64), False)])
+@pytest.mark.parametrize("kind,source", [("full", "table"), ("full", "counter"), ("lowrank", "table"),
+                                         ("lowrank", "counter")])
+@pytest.mark.parametrize("per_parameter_sigma", [False, True])       # openai_es / pgpe and snes
+def test_a_chunk_is_evaluated_without_reading_the_device(make_model, shape, chain, kind, source,
+                                                         per_parameter_sigma):
+    x = torch.randn(*shape)
+    forward = _on_meta(make_model, x, chain)
+    noise = make_perturbation(kind, source, forward.layout, rank=2, seed=1)
+    center = np.random.default_rng(0).standard_normal(forward.layout.size).astype(np.float32)
+    scale = np.full_like(center, 0.1) if per_parameter_sigma else 0.1
+    pop = Population(center=center, scale=scale, size=16, generation=3)
+    for start in (0, 8):                       # two chunks: nothing carried over from the first is read
+        chunk = noise.chunk(pop, start, start + 8, META)
+        logits = forward.logits(chunk, x.to(META))
+        assert logits.device == META and logits.shape == (8, shape[0], 4)
+        fitness = neg_loss(logits, torch.zeros(shape[0], dtype=torch.long, device=META))
+        assert fitness.device == META and fitness.shape == (8,)
+    assert (forward.chain is not None) is chain
+
+
+def test_meta_tensors_refuse_host_reads():
+    """What the tests above lean on: on this torch, reading a meta tensor back to the host fails."""
+    rows = torch.tensor([0, 1], device=META)
+    for read in (rows.tolist, lambda: rows[0].item(), rows.cpu):
+        with pytest.raises((NotImplementedError, RuntimeError)):
+            read()
