@@ -156,6 +156,8 @@ class KeyedNoise:
         sum runs key by key in key order on one thread: the result is bitwise the same whatever the
         caller's thread count (a multi-threaded BLAS product changes its summation order with it).
         """
+        if power not in (1, 2):
+            raise ValueError(f"combine sums first or second powers, not {power}")
         return self._sums(pop, coeffs, (power,), chunk)[0]
 
     def combine_both(self, pop: Population, coeffs, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
