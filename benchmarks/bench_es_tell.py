@@ -30,6 +30,10 @@ from _common import git_rev, header, write  # noqa: E402
 from _pes import driver_side, pes_config  # noqa: E402
 
 
+# Set per column (perturbation, rank 1) or stated in the table (popsize 256): not for --set.
+COLUMN_KEYS = ("es.perturbation", "es.rank", "es.popsize")
+
+
 def tell_ms(kind: str, repeats: int, overrides=()) -> list[float]:
     strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128, overrides=overrides))
     rng = np.random.default_rng(0)
@@ -58,11 +62,16 @@ def main() -> None:
     p.add_argument("--compare", default=None, help="another checkout, timed in alternation with this one")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override of P-ES's config (es_mnist.yaml at popsize 256, minibatch 256)")
-    p.add_argument("--name", default="es_tell", help="results file name (benchmarks/results/NAME.md)")
+    p.add_argument("--name", default=None, help="results file name (benchmarks/results/NAME.md); needed with --set")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.repeats, args.overrides)
+    fixed = [o for o in args.overrides if o.split("=", 1)[0].strip() in COLUMN_KEYS]
+    if fixed:
+        sys.exit(f"bench_es_tell: {fixed[0]}: {', '.join(COLUMN_KEYS)} are the table's own columns and rows")
+    if args.overrides and not args.name:
+        sys.exit("bench_es_tell: give --name with --set, so that es_tell.md keeps the default configuration's results")
     from evoplat.platform.config import ConfigError
     try:
         pes_config(overrides=args.overrides)
@@ -91,7 +100,7 @@ def main() -> None:
         cells = [f"{statistics.median(r[k] for r in rs):.2f} [{min(r[k] for r in rs):.2f}-{max(r[k] for r in rs):.2f}]"
                  for k in ("full", "lowrank")]
         lines.append(f"| {name} | {rs[0]['commit']} | {cells[0]} | {cells[1]} |")
-    write(args.name, "\n".join(lines) + "\n")
+    write(args.name or "es_tell", "\n".join(lines) + "\n")
 
 
 def strategy_line(overrides: list) -> str:

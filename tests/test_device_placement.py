@@ -1,8 +1,10 @@
-"""A chunk's evaluation on a device that holds no data ("meta"): every tensor it touches must live on
-the target device, and any read back to the host (`.item()`, `.tolist()`, a copy to the CPU) fails
-there. So these tests show, on a CPU-only machine, what a GPU worker needs: the population forward and
-the fitness run wholly on the worker's device, with no host round trip per member (or per chunk).
-Only the noise is made on the host (counter noise is drawn there; a table is copied to the device once).
+"""A chunk's evaluation on a device that holds no data ("meta"): any read back to the host (`.item()`,
+`.tolist()`, a copy to the CPU) fails there, and a guard refuses any operation given a tensor that is
+not on that device (meta kernels accept CPU operands in some ops: a linear layer's weight, say). So
+these tests show, on a CPU-only machine, what a GPU worker needs: once a chunk's inputs are on the
+device, the population forward and the fitness run wholly there, with no host round trip. Making the
+chunk (its member rows, center, and the noise: counter noise is drawn on the host, a table is copied to
+the device once) uploads to the device; that is outside the guard.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from evoplat.platform.population.forward import PopulationForward
 from evoplat.platform.population.lowrank import make_perturbation
@@ -17,6 +21,16 @@ from evoplat.platform.population.noise import Population
 from evoplat.platform.population.task import neg_loss
 
 META = torch.device("meta")
+
+
+class OnlyOnMeta(TorchDispatchMode):
+    """Refuses an operation given a tensor (other than a 0-dim scalar) that is not on the meta device."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for t in tree_leaves((args, kwargs)):
+            if isinstance(t, torch.Tensor) and t.device != META and t.dim() > 0:
+                raise AssertionError(f"{func} was given a {t.device} tensor of shape {tuple(t.shape)}")
+        return func(*args, **(kwargs or {}))
 
 
 def _mlp():
@@ -56,16 +70,23 @@ def test_a_chunk_is_evaluated_without_reading_the_device(make_model, shape, chai
     pop = Population(center=center, scale=scale, size=16, generation=3)
     for start in (0, 8):                       # two chunks: nothing carried over from the first is read
         chunk = noise.chunk(pop, start, start + 8, META)
-        logits = forward.logits(chunk, x.to(META))
+        x_meta, y_meta = x.to(META), torch.zeros(shape[0], dtype=torch.long, device=META)
+        with OnlyOnMeta():
+            logits = forward.logits(chunk, x_meta)
+            fitness = neg_loss(logits, y_meta)
         assert logits.device == META and logits.shape == (8, shape[0], 4)
-        fitness = neg_loss(logits, torch.zeros(shape[0], dtype=torch.long, device=META))
         assert fitness.device == META and fitness.shape == (8,)
     assert (forward.chain is not None) is chain
 
 
-def test_meta_tensors_refuse_host_reads():
-    """What the tests above lean on: on this torch, reading a meta tensor back to the host fails."""
+def test_meta_tensors_refuse_host_reads_and_the_guard_refuses_cpu_operands():
+    """What the tests above lean on: on this torch, reading a meta tensor back to the host fails, and an
+    operation mixing a CPU tensor into meta ones (which a meta kernel may accept) is refused by the guard."""
     rows = torch.tensor([0, 1], device=META)
     for read in (rows.tolist, lambda: rows[0].item(), rows.cpu):
         with pytest.raises((NotImplementedError, RuntimeError)):
             read()
+    x, weight = torch.randn(4, 3, device=META), torch.randn(2, 3)
+    assert torch.nn.functional.linear(x, weight).device == META        # accepted without the guard
+    with OnlyOnMeta(), pytest.raises(AssertionError, match="cpu tensor"):
+        torch.nn.functional.linear(x, weight)

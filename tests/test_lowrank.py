@@ -155,3 +155,17 @@ def test_strategies_optimise_with_lowrank_noise(make):
         fitness = -((noise.members(pop, 0, pop.size) - 1.0) ** 2).sum(1).numpy()
         state, _ = strategy.tell(state, fitness, noise, pop)
     assert float((state.center - 1).norm()) < 0.5 * float(torch.ones(layout.size).norm())
+
+
+@pytest.mark.parametrize("kind,source", [("full", "table"), ("full", "counter"), ("lowrank", "table"),
+                                         ("lowrank", "counter")])
+@pytest.mark.parametrize("population", ["antithetic", "plain", "parent_first", "per_parameter_sigma"])
+def test_a_chunk_materialises_its_members_as_the_noise_does_to_the_bit(kind, source, population):
+    layout = ParamLayout(_cnn())
+    noise = make_perturbation(kind, source, layout, rank=2, seed=5)
+    center = np.random.default_rng(1).standard_normal(layout.size).astype(np.float32)
+    scale = np.full(layout.size, 0.03, np.float32) if population == "per_parameter_sigma" else 0.07
+    pop = Population(center=center, scale=scale, size=11, generation=4, antithetic=population != "plain",
+                     parent_first=population == "parent_first")
+    for start, stop in ((0, 11), (3, 8)):          # a range that starts and ends inside antithetic pairs
+        assert torch.equal(noise.chunk(pop, start, stop).materialize(), noise.members(pop, start, stop))

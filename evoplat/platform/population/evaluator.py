@@ -60,7 +60,8 @@ class ESEvaluator:
             noise_s += time.perf_counter() - tn
             out.append(self.task.member_fitness(self.forward, members, pop.generation))
             a = b
-        # One read back per work item, not per chunk: on a GPU the chunks queue without the host waiting.
+        # The work item's only read from the device, once for all its chunks (on a GPU, each read waits for
+        # every kernel queued before it).
         fitness = torch.cat(out).cpu().numpy().astype(np.float32)
         return {"fitness": fitness, "noise_s": noise_s, "total_s": time.perf_counter() - t0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

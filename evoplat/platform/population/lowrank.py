@@ -118,8 +118,11 @@ class LowRankNoise(KeyedNoise):
         return buf[k0:k1]
 
     def directions(self, generation: int, keys) -> torch.Tensor:
-        factors = self.factors(generation, keys)
-        out = torch.empty(len(factors), self.dim)
+        return self.from_factors(self.factors(generation, keys))
+
+    def from_factors(self, factors: torch.Tensor) -> torch.Tensor:
+        """Parameter-space directions [n, P] of n keys' factor rows, on the factors' device."""
+        out = torch.empty(len(factors), self.dim, device=factors.device)
         for seg in self.segments:
             parts = self._split(factors, seg)
             off, shape = seg[0], seg[1]
@@ -169,7 +172,9 @@ class LowRankNoise(KeyedNoise):
         # The first key block writes every entry, later ones add to it: no zero-filled 400 KB to read.
         totals = [torch.empty(self.dim) for _ in powers]
         with fixed_threads():
-            for k0 in range(0, pop.num_keys, chunk * 16):      # key blocks in order: bounded memory
+            # Key blocks in order: memory bounded by one block's factors (their pair products for the
+            # second power: (r+1)/2 times as many), whatever the population size.
+            for k0 in range(0, pop.num_keys, chunk * 16):
                 k1 = min(k0 + chunk * 16, pop.num_keys)
                 factors = self._update_factors(pop.generation, k0, k1)
                 for power, w, total in zip(powers, weights, totals):
@@ -217,6 +222,10 @@ class LowRankChunk:
     def __init__(self, noise: LowRankNoise, factors: torch.Tensor):
         self.noise, self.factors = noise, factors
         self.by_offset = {seg[0]: seg for seg in noise.segments}
+
+    def directions(self) -> torch.Tensor:
+        """The distinct keys' directions [Kd, P], formed where the factors are."""
+        return self.noise.from_factors(self.factors)
 
     def param(self, offset: int, shape: tuple) -> tuple:
         seg = self.by_offset[offset]

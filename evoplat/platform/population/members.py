@@ -3,7 +3,8 @@
 The structured forward (chain.py) reads one parameter's noise at a time through `param_noise`: for
 full-rank noise a list of per-key views (of the noise table where there is one: nothing is copied), for
 low-rank noise the factors (A, B) of each weight matrix. `materialize()` builds the [K, P] parameter
-vectors for any forward that needs them (other models, per-member inputs, the elitist's winner).
+vectors, on the chunk's device, for any forward that needs them (other models, per-member inputs, the
+elitist's winner).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class FullRankChunk:
 
     def __init__(self, views: list):
         self.views = views
+
+    def directions(self) -> torch.Tensor:
+        """The distinct keys' directions [Kd, P] (a fresh tensor), where the views are."""
+        return torch.stack(self.views)
 
     def param(self, offset: int, shape: tuple) -> tuple:
         n = int(np.prod(shape))
@@ -66,8 +71,13 @@ class MemberChunk:
         return len(self.keys)
 
     def materialize(self) -> torch.Tensor:
-        """Parameter vectors [K, P] of the chunk's members."""
-        return self.noise.members(self.pop, self.start, self.stop).to(self.device)
+        """Parameter vectors [K, P] of the chunk's members, formed on the chunk's device from its noise (on
+        a GPU: not on the host and uploaded). The operations of KeyedNoise.members, so the same bits."""
+        directions = self.source.directions()
+        eps = directions[self.rows] if self.distinct < self.size else directions
+        eps.mul_(self.signs.unsqueeze(1))
+        eps.mul_(self.scale)
+        return eps.add_(self.center)
 
     def center_param(self, offset: int, shape: tuple) -> torch.Tensor:
         return self.center[offset:offset + int(np.prod(shape))].view(shape)
