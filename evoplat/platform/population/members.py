@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-from evoplat.platform.population.noise import readonly_tensor
+from evoplat.platform.population.noise import form_members, readonly_tensor
 
 
 class FullRankChunk:
@@ -72,12 +72,8 @@ class MemberChunk:
 
     def materialize(self) -> torch.Tensor:
         """Parameter vectors [K, P] of the chunk's members, formed on the chunk's device from its noise (on
-        a GPU: not on the host and uploaded). The operations of KeyedNoise.members, so the same bits."""
-        directions = self.source.directions()
-        eps = directions[self.rows] if self.distinct < self.size else directions
-        eps.mul_(self.signs.unsqueeze(1))
-        eps.mul_(self.scale)
-        return eps.add_(self.center)
+        a GPU: not on the host and uploaded). KeyedNoise.members's formula, so the same bits."""
+        return form_members(self.source.directions(), self.rows, self.signs, self.scale, self.center)
 
     def center_param(self, offset: int, shape: tuple) -> torch.Tensor:
         return self.center[offset:offset + int(np.prod(shape))].view(shape)

@@ -109,13 +109,10 @@ class KeyedNoise:
         """
         keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
         distinct = sorted(set(keys))
-        table = self.directions(pop.generation, distinct)
-        rows = torch.tensor([distinct.index(k) for k in keys])
-        eps = table[rows] if len(distinct) < len(keys) else table
-        eps.mul_(torch.tensor(signs, dtype=torch.float32).unsqueeze(1))
         scale = pop.scale if np.isscalar(pop.scale) else readonly_tensor(pop.scale)
-        eps.mul_(scale)
-        return eps.add_(readonly_tensor(pop.center))
+        return form_members(self.directions(pop.generation, distinct),
+                            torch.tensor([distinct.index(k) for k in keys]),
+                            torch.tensor(signs, dtype=torch.float32), scale, readonly_tensor(pop.center))
 
     def chunk(self, pop: Population, start: int, stop: int, device="cpu"):
         """Members [start, stop) described, not materialised (members.MemberChunk)."""
@@ -265,6 +262,17 @@ class NoiseTable(KeyedNoise):
         offs = self.offsets(generation, [max(k, 0) for k in keys])
         return [torch.zeros(self.dim, device=table.device) if k < 0 else table[a:a + self.dim]
                 for k, a in zip(keys, offs)]
+
+
+def form_members(directions: torch.Tensor, rows: torch.Tensor, signs: torch.Tensor, scale,
+                 center: torch.Tensor) -> torch.Tensor:
+    """Members center + scale * sign_i * directions[rows_i], [len(rows), P], from the distinct keys'
+    directions (a fresh tensor: used in place when every member has its own key). The one formula of
+    KeyedNoise.members (on the host) and MemberChunk.materialize (on the chunk's device)."""
+    eps = directions[rows] if len(directions) < len(rows) else directions
+    eps.mul_(signs.unsqueeze(1))
+    eps.mul_(scale)
+    return eps.add_(center)
 
 
 def make_noise(kind: str, seed: int, dim: int, table_size: int = 0) -> KeyedNoise:
