@@ -64,18 +64,24 @@ def _linear():
 @pytest.mark.parametrize("source", ["counter", "table"])
 @pytest.mark.parametrize("vector_sigma", [False, True])
 @pytest.mark.parametrize("block", [None, 2, 3])
-def test_structured_forward_equals_materialised_members(make, shape, kind, source, vector_sigma, block):
+@pytest.mark.parametrize("parent_first", [False, True])    # member 0 without noise (key -1)
+def test_structured_forward_equals_materialised_members(make, shape, kind, source, vector_sigma, block,
+                                                        parent_first):
     model = make()
     forward = PopulationForward(model, chunk_size=8)
     forward.chain.block_members = block          # blocks that keep antithetic pairs (2) and split them (3)
     layout = forward.layout
     noise = make_perturbation(kind, source, layout, rank=2, table_size=5000 if source == "table" else 0, seed=3)
     scale = np.random.default_rng(0).uniform(0.05, 0.2, layout.size).astype(np.float32) if vector_sigma else 0.1
-    pop = Population(center=layout.flatten(model).numpy(), scale=scale, size=10, generation=2)
+    pop = Population(center=layout.flatten(model).numpy(), scale=scale, size=10, generation=2,
+                     parent_first=parent_first)
     x = torch.randn(*shape)
     for start, stop, paired in ((0, 8, True), (1, 9, False)):   # pairs in order; a member without its pair
         chunk = noise.chunk(pop, start, stop)
-        assert chunk.paired == paired
+        assert chunk.paired == (paired != parent_first)      # the parent shifts the pairs by one
+        if parent_first and start == 0:     # the parent's noise is zero, not only multiplied by a zero sign
+            for off, shape in zip(layout.offsets, layout.shapes):
+                assert not chunk.member_noise(off, shape)[0].any()
         structured = forward.logits(chunk, x)
         assert forward.chain is not None                   # the chain path really ran
         torch.testing.assert_close(structured, forward.logits(chunk.materialize(), x), rtol=1e-4, atol=1e-5)

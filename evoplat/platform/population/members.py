@@ -17,12 +17,15 @@ from evoplat.platform.population.noise import form_members, readonly_tensor
 
 
 class FullRankChunk:
-    """Full-rank noise of a chunk's distinct keys: one [P] tensor per key."""
+    """Full-rank noise of a chunk's distinct keys: key row k's direction is source[starts[k]:starts[k] + P]
+    (a window of the noise table, or a row of freshly drawn vectors), zeros for row `keyless` (key -1)."""
 
     kind = "full"
 
-    def __init__(self, views: list):
-        self.views = views
+    def __init__(self, source: torch.Tensor, starts: list, dim: int, keyless: int = -1):
+        self.source, self.keyless = source, keyless
+        self.starts = torch.tensor(starts, dtype=torch.int64, device=source.device)
+        self.views = [source.new_zeros(dim) if r == keyless else source[a:a + dim] for r, a in enumerate(starts)]
 
     def directions(self) -> torch.Tensor:
         """The distinct keys' directions [Kd, P] (a fresh tensor), where the views are."""
@@ -31,6 +34,17 @@ class FullRankChunk:
     def param(self, offset: int, shape: tuple) -> tuple:
         n = int(np.prod(shape))
         return "views", [v[offset:offset + n].view(shape) for v in self.views]
+
+    def gather(self, offset: int, shape: tuple, rows: torch.Tensor) -> torch.Tensor:
+        """One parameter's noise for key rows `rows`, [len(rows), *shape] (a fresh tensor): one indexing
+        op over the source's windows. Stacking a view per member instead cost 5.4 ms of Python per
+        full-rank P-ES evaluation (~60 ms), 1.4 ms this way."""
+        n = int(np.prod(shape))
+        windows = self.source.as_strided((self.source.numel() - n + 1, n), (1, 1))
+        e = windows[self.starts[rows] + offset]
+        if self.keyless >= 0:
+            e.masked_fill_((rows == self.keyless).unsqueeze(1), 0.0)
+        return e.view(-1, *shape)
 
 
 class MemberChunk:
@@ -109,6 +123,9 @@ class MemberChunk:
 
     def member_noise(self, offset: int, shape: tuple) -> torch.Tensor:
         """The parameter's noise per member, [size, *shape]: a fresh tensor (safe to scale in place)."""
+        if self.source.kind == "full":
+            e = self.source.gather(offset, shape, self.rows)
+            return e if self.scalar else e.mul_(self.sigma_param(offset, shape))
         kind, *parts = self.param_noise(offset, shape)
         if kind == "stacked":
             return parts[0][self.rows]

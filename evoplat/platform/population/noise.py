@@ -144,7 +144,8 @@ class KeyedNoise:
         """The noise of distinct `keys` (of a generation of `num_keys` keys), read parameter by parameter
         by the structured forward."""
         from evoplat.platform.population.members import FullRankChunk
-        return FullRankChunk(self.key_views(generation, keys, device))
+        block = torch.from_numpy(self.block(generation, keys)).to(device)
+        return FullRankChunk(block.view(-1), [r * self.dim for r in range(len(block))], self.dim)
 
     def combine(self, pop: Population, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
         """sum_i coeffs[i] * (sign_i * eps_i) ** power over all members, power 1 or 2.
@@ -258,10 +259,14 @@ class NoiseTable(KeyedNoise):
         return self._device_tables[device]
 
     def key_views(self, generation: int, keys, device="cpu") -> list:
-        table, keys = self.device_table(device), list(keys)
+        return self.chunk_noise(generation, keys, device).views
+
+    def chunk_noise(self, generation: int, keys, device, num_keys: int = 0) -> "FullRankChunk":
+        """Views of the table on `device` (nothing copied); key -1 (sorted first) has none."""
+        from evoplat.platform.population.members import FullRankChunk
+        keys = list(keys)
         offs = self.offsets(generation, [max(k, 0) for k in keys])
-        return [torch.zeros(self.dim, device=table.device) if k < 0 else table[a:a + self.dim]
-                for k, a in zip(keys, offs)]
+        return FullRankChunk(self.device_table(device), offs.tolist(), self.dim, keys.index(-1) if -1 in keys else -1)
 
 
 def form_members(directions: torch.Tensor, rows: torch.Tensor, signs: torch.Tensor, scale,
