@@ -3,8 +3,8 @@
 not on that device (meta kernels accept CPU operands in some ops: a linear layer's weight, say). So
 these tests show, on a CPU-only machine, what a GPU worker needs: once a chunk's inputs are on the
 device, the population forward and the fitness run wholly there, with no host round trip. Making the
-chunk (its member rows, center, and the noise: counter noise is drawn on the host, a table is copied to
-the device once) uploads to the device; that is outside the guard.
+chunk (its member rows and the noise: counter noise is drawn on the host, a table is copied to the
+device once; the center once per population) uploads to the device; that is outside the guard.
 """
 from __future__ import annotations
 
@@ -90,3 +90,24 @@ def test_meta_tensors_refuse_host_reads_and_the_guard_refuses_cpu_operands():
     assert torch.nn.functional.linear(x, weight).device == META        # accepted without the guard
     with OnlyOnMeta(), pytest.raises(AssertionError, match="cpu tensor"):
         torch.nn.functional.linear(x, weight)
+
+
+@pytest.mark.parametrize("per_parameter_sigma", [False, True])
+def test_a_population_is_uploaded_once_for_all_its_chunks(per_parameter_sigma):
+    layout = PopulationForward(_mlp(), chunk_size=8).layout
+    noise = make_perturbation("full", "table", layout, seed=1)
+    center = np.zeros(layout.size, np.float32)
+
+    def population(generation):
+        scale = np.full_like(center, 0.1) if per_parameter_sigma else 0.1
+        return Population(center=center, scale=scale, size=16, generation=generation)
+
+    pop = population(3)
+    first, second = noise.chunk(pop, 0, 8, META), noise.chunk(pop, 8, 16, META)
+    assert first.center is second.center and first.center.device == META
+    if per_parameter_sigma:
+        assert first.scale is second.scale and first.scale.device == META
+    later = noise.chunk(population(4), 0, 8, META)            # the next generation: uploaded anew
+    assert later.center is not first.center
+    on_cpu = noise.chunk(pop, 0, 8, torch.device("cpu"))       # the host's chunks read the array itself
+    assert on_cpu.center.data_ptr() == center.ctypes.data

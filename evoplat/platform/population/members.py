@@ -47,6 +47,25 @@ class FullRankChunk:
         return e.view(-1, *shape)
 
 
+_last_placed: tuple = (None, None, None)        # (population, device, (center, scale) there)
+
+
+def _placed(pop, device: torch.device) -> tuple:
+    """The population's center and scale (a float, or a per-parameter tensor) on `device`. Off the CPU,
+    uploaded once per population, not once per chunk: every chunk of a work item (and of a generation
+    in the workers' loop) reads the same copy. The population is held until the next one replaces it
+    (identity, not id(): an id can be reused once an object is gone)."""
+    global _last_placed
+    scale = float(pop.scale) if np.isscalar(pop.scale) else readonly_tensor(pop.scale)
+    if device.type == "cpu":            # views of the arrays: nothing to upload
+        return readonly_tensor(pop.center), scale
+    held, where, tensors = _last_placed
+    if held is not pop or where != device:
+        tensors = (readonly_tensor(pop.center).to(device), scale if isinstance(scale, float) else scale.to(device))
+        _last_placed = (pop, device, tensors)
+    return tensors
+
+
 class MemberChunk:
     def __init__(self, noise, pop, start: int, stop: int, device: torch.device):
         self.noise, self.pop, self.start, self.stop, self.device = noise, pop, start, stop, device
@@ -62,9 +81,8 @@ class MemberChunk:
         # Antithetic pairs in order (+eps, -eps, +eps', ...): the forward broadcasts a key over its pair.
         self.paired = self.size == 2 * len(self.keys) and keys[::2] == keys[1::2] and keys[::2] == tuple(self.keys)
         self.key_range = (0, len(self.keys))      # distinct keys [k0, k1) of the pairs, when paired
-        self.center = readonly_tensor(pop.center).to(device)
         self.scalar = bool(np.isscalar(pop.scale))
-        self.scale = float(pop.scale) if self.scalar else readonly_tensor(pop.scale).to(device)
+        self.center, self.scale = _placed(pop, device)
         # What multiplies a layer's noise term per member: sigma * sign for a scalar sigma; with a
         # per-parameter sigma the noise itself is scaled (param_noise) and only the sign is left.
         self.mult = self.signs * self.scale if self.scalar else self.signs
