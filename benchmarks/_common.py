@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
@@ -66,3 +67,39 @@ def put_section(name: str, key: str, section: str, earlier: str) -> Path:
         text = f"{title}\n\n{block}\n" + (rest if earlier in text else f"\n{earlier}\n{rest}")
     path.write_text(text)
     return path
+
+
+def alternate(script: str, child_args: list, rounds: int, compare: str | None) -> dict:
+    """Run `python script --child *child_args` once per round for this checkout and (`compare`) another
+    one, checkouts in alternation, each a fresh process with its checkout first on PYTHONPATH, so both are
+    measured in the same sitting on the same machine. Each child prints a JSON object as its last line:
+    {checkout name: [one object per round]} ("this checkout", "compared")."""
+    if compare and not (Path(compare) / "evoplat").is_dir():
+        sys.exit(f"{Path(script).name}: --compare {compare}: no evoplat package there (give a checkout's root)")
+    checkouts = [("this checkout", None)] + ([("compared", compare)] if compare else [])
+    runs = {name: [] for name, _ in checkouts}
+    for _ in range(rounds):
+        for name, path in checkouts:
+            env = dict(os.environ, **({"PYTHONPATH": str(Path(path).resolve())} if path else {}))
+            res = subprocess.run([sys.executable, script, "--child", *child_args], env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(name, runs[name][-1], flush=True)
+    return runs
+
+
+def checkout_table(runs: dict) -> list[str]:
+    """Table lines of `alternate`'s runs whose children report ms for "full" and "lowrank": per checkout,
+    its commit and the median over rounds [min-max]."""
+    lines = ["| checkout | commit | full rank (ms) | low rank r=1 (ms) |", "|---|---|---:|---:|"]
+    for name, rs in runs.items():
+        lines.append(f"| {name} | {rs[0]['commit']} | {median_range(r['full'] for r in rs)} | "
+                     f"{median_range(r['lowrank'] for r in rs)} |")
+    return lines
+
+
+def median_range(values, fmt: str = "{:.2f}") -> str:
+    """'median [min-max]' of `values`."""
+    import statistics
+    values = list(values)
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"

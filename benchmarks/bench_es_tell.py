@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import git_rev, header, write  # noqa: E402
-from _pes import driver_side, pes_config  # noqa: E402
+from _common import alternate, checkout_table, git_rev, header, write  # noqa: E402
+from _pes import driver_side, pes_config, uptime  # noqa: E402
 
 
 # Set per column (perturbation, rank 1) or stated in the table (popsize 256): not for --set.
@@ -78,28 +76,15 @@ def main() -> None:
     except ConfigError as e:
         sys.exit(str(e))
     what = strategy_line(args.overrides)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    checkouts = [("this checkout", None)] + ([("compared", args.compare)] if args.compare else [])
-    runs = {name: [] for name, _ in checkouts}
-    for _ in range(args.rounds):
-        for name, path in checkouts:
-            env = dict(os.environ, **({"PYTHONPATH": str(Path(path).resolve())} if path else {}))
-            sets = [a for o in args.overrides for a in ("--set", o)]
-            res = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats), *sets], env=env,
-                                 capture_output=True, text=True, check=True)
-            runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
-            print(name, runs[name][-1], flush=True)
+    load = uptime()
+    sets = [a for o in args.overrides for a in ("--set", o)]
+    runs = alternate(__file__, ["--repeats", str(args.repeats), *sets], args.rounds, args.compare)
     lines = [header("The ES update (tell) alone on P-ES: ms per update on the driver"),
              f"- {args.repeats} timed updates per kind after 10 warm-up, random fitness, popsize 256, {what}; "
              f"{args.rounds} rounds, each a fresh process per checkout, checkouts in alternation; "
              "each cell: the median over rounds of the per-round median [min-max]",
              f"- load: `{load}`", "",
-             "| checkout | commit | full rank (ms) | low rank r=1 (ms) |", "|---|---|---:|---:|"]
-    for name, _ in checkouts:
-        rs = runs[name]
-        cells = [f"{statistics.median(r[k] for r in rs):.2f} [{min(r[k] for r in rs):.2f}-{max(r[k] for r in rs):.2f}]"
-                 for k in ("full", "lowrank")]
-        lines.append(f"| {name} | {rs[0]['commit']} | {cells[0]} | {cells[1]} |")
+             *checkout_table(runs)]
     write(args.name or "es_tell", "\n".join(lines) + "\n")
 
 
