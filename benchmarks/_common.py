@@ -45,12 +45,17 @@ def write(name: str, text: str) -> Path:
 
 
 def git_rev(where: Path | None = None) -> str:
-    """The short commit of the checkout holding `where` (default: these benchmarks)."""
+    """The short commit of the checkout holding `where` (default: these benchmarks), with "+uncommitted"
+    when tracked files under `where` differ from it (what ran is then not that commit)."""
+    cwd = where or Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=where or Path(__file__).parent).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                                 capture_output=True, text=True, cwd=cwd).stdout.strip()
     except OSError:
         return "?"
+    return rev + ("+uncommitted" if changed else "")
 
 
 def put_section(name: str, key: str, section: str, earlier: str) -> Path:

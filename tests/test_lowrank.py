@@ -87,6 +87,25 @@ def test_structured_forward_equals_materialised_members(make, shape, kind, sourc
         torch.testing.assert_close(structured, forward.logits(chunk.materialize(), x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("make,shape", [(_mlp, (5, 20)), (_cnn, (5, 3, 6, 6))])
+def test_the_first_layers_base_is_shared_by_a_populations_chunks_only(make, shape):
+    model = make()
+    forward = PopulationForward(model, chunk_size=4)
+    noise = make_perturbation("full", "counter", forward.layout, seed=0)
+    center = forward.layout.flatten(model).numpy()
+    x = torch.randn(*shape)
+    a = Population(center=center, scale=0.1, size=8, generation=0)
+    forward.logits(noise.chunk(a, 0, 4), x)
+    base = forward.chain._base[2]
+    forward.logits(noise.chunk(a, 4, 8), x)
+    assert forward.chain._base[2] is base                          # the population's second chunk reuses it
+    for pop, batch in ((Population(center=center + 0.5, scale=0.1, size=8, generation=0), x),  # another center
+                       (a, torch.randn(*shape))):                                            # another batch
+        chunk = noise.chunk(pop, 0, 4)
+        torch.testing.assert_close(forward.logits(chunk, batch), forward.logits(chunk.materialize(), batch),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_unsupported_models_fall_back_to_materialised_members():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))

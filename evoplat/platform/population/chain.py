@@ -56,6 +56,7 @@ class ChainForward:
         # buffer, reused from block to block and chunk to chunk; only what the forward returns is fresh.
         self._buffers: dict = {}
         self._fresh_last = True
+        self._base = (None, None, None)            # (population, input batch, its first-layer base)
         self.block_members: Optional[int] = None   # members per block; None: from BLOCK_BYTES (CPU only)
 
     @classmethod
@@ -141,27 +142,40 @@ class ChainForward:
 
     # -- the first (shared-input) layer ----------------------------------------------------------
     def _shared_terms(self, chunk, i: int, name: str, m: nn.Module, x: torch.Tensor) -> tuple:
-        """What every member's first-layer output is built from, computed once per chunk:
-        ("delta", base [B, ...], noise term per distinct key [Kd, B, ...]) or
+        """What every member's first-layer output is built from, computed once per chunk (the base once
+        per population): ("delta", base [B, ...], noise term per distinct key [Kd, B, ...]) or
         ("lowrank", base [B, out], x B [Kd, B, r], A [Kd, out, r], bias noise [Kd, out] or None)."""
         w0, w_off, w_shape, b0, b_at = self._weights(chunk, name, m)
         if isinstance(m, nn.Conv2d):
             args = dict(stride=m.stride, padding=m.padding, dilation=m.dilation)
-            delta, base = self._conv_shared(chunk, x, w0, b0, w_off, w_shape, args)
+            base = self._shared_base(chunk, x, lambda: F.conv2d(x, w0, b0, **args))
+            delta = self._conv_shared(chunk, x, w_off, w_shape, args)
             spatial = (1, 1)
         else:
+            base = self._shared_base(chunk, x, lambda: F.linear(x, w0, b0))
             kind, *parts = chunk.param_noise(w_off, w_shape)
             if kind == "lowrank":
                 a, b = parts                                   # [Kd, out, r], [Kd, in, r]
                 kd, inn, r = b.shape
                 xb = (x @ b.permute(1, 0, 2).reshape(inn, kd * r)).view(len(x), kd, r).transpose(0, 1)
                 bias_noise = chunk.stacked(*b_at) if b0 is not None else None
-                return "lowrank", (F.linear(x, w0, b0), xb, a, bias_noise)
-            delta, base = self._linear_shared(i, x, w0, b0, w_shape, parts[0])
+                return "lowrank", (base, xb, a, bias_noise)
+            delta = self._linear_shared(i, x, w_shape, parts[0])
             spatial = ()
         if b0 is not None:
             delta += chunk.stacked(*b_at).view(len(delta), 1, -1, *spatial)     # [Kd, out] bias noise
         return "delta", (base, delta)
+
+    def _shared_base(self, chunk, x: torch.Tensor, compute) -> torch.Tensor:
+        """The first layer's x theta^T + b (never written to): the same for every chunk of a population on
+        one batch, so computed once per (population, batch) instead of once per chunk (at popsize 65,536
+        in chunks of 128, 512 times a generation). Held by identity, as the populations are not
+        modified once made, until the next population's replaces it."""
+        pop, batch, base = self._base
+        if pop is not chunk.pop or batch is not x:
+            base = compute()
+            self._base = (chunk.pop, x, base)
+        return base
 
     def _first_output(self, blk, i: int, shared: tuple) -> torch.Tensor:
         """The first layer's output [S, B, ...] for a block of members from the chunk's shared terms."""
@@ -234,20 +248,18 @@ class ChainForward:
         return base.addcmul_(delta, blk.mult.view(-1, 1, 1))
 
     # -- linear -----------------------------------------------------------------------------------
-    def _linear_shared(self, i, x, w0, b0, shape, views):
-        """x [B, in] -> (noise term per distinct key [Kd, B, out], base x w0^T + b0 [B, out])."""
-        base = F.linear(x, w0, b0)
+    def _linear_shared(self, i, x, shape, views):
+        """x [B, in] -> noise term per distinct key [Kd, B, out]."""
         # One product per key, read straight from its view of the table: stacking the views into one
         # operand first costs a copy and measured ~25% slower on 1 and on 2 threads (same bits).
         delta = self.buffer((i, "delta"), (len(views), len(x), shape[0]), x)
         for k, v in enumerate(views):
             torch.mm(x, v.T, out=delta[k])
-        return delta, base
+        return delta
 
     # -- conv: the kernel's noise is materialised per distinct key (first layers are small) ---------
-    def _conv_shared(self, chunk, x, w0, b0, off, shape, args):
-        base = F.conv2d(x, w0, b0, **args)
+    def _conv_shared(self, chunk, x, off, shape, args):
         e = chunk.stacked(off, shape)                         # [Kd, out, in, kh, kw]
         kd = len(e)
         d = F.conv2d(x, e.reshape(kd * shape[0], *shape[1:]), **args)
-        return d.view(len(x), kd, shape[0], *d.shape[2:]).transpose(0, 1), base
+        return d.view(len(x), kd, shape[0], *d.shape[2:]).transpose(0, 1)
