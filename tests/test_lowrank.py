@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from evoplat.platform.population.forward import ParamLayout, PopulationForward
+from evoplat.platform.population.kept import KeptValue
 from evoplat.platform.population.lowrank import LowRankNoise, RecentFactors, make_perturbation
 from evoplat.platform.population.noise import Population
 from evoplat.platform.strategies import OpenAIES, SNES
@@ -96,9 +97,9 @@ def test_the_first_layers_base_is_shared_by_a_populations_chunks_only(make, shap
     x = torch.randn(*shape)
     a = Population(center=center, scale=0.1, size=8, generation=0)
     forward.logits(noise.chunk(a, 0, 4), x)
-    base = forward.chain._base[2]
+    base = forward.chain._base._value
     forward.logits(noise.chunk(a, 4, 8), x)
-    assert forward.chain._base[2] is base                          # the population's second chunk reuses it
+    assert forward.chain._base._value is base                          # the population's second chunk reuses it
     for pop, batch in ((Population(center=center + 0.5, scale=0.1, size=8, generation=0), x),  # another center
                        (a, torch.randn(*shape))):                                            # another batch
         chunk = noise.chunk(pop, 0, 4)
@@ -194,3 +195,18 @@ def test_a_chunk_materialises_its_members_as_the_noise_does_to_the_bit(kind, sou
                      parent_first=population == "parent_first")
     for start, stop in ((0, 11), (3, 8)):          # a range that starts and ends inside antithetic pairs
         assert torch.equal(noise.chunk(pop, start, stop).materialize(), noise.members(pop, start, stop))
+
+
+def test_a_kept_value_is_reused_only_for_the_same_objects_and_an_equal_tag():
+    kept, calls = KeptValue(), []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    a, b = torch.zeros(2), torch.zeros(2)          # equal, but not the same object
+    assert kept.get((a,), compute, tag="cpu") == 1
+    assert kept.get((a,), compute, tag="cpu") == 1
+    assert kept.get((b,), compute, tag="cpu") == 2
+    assert kept.get((b,), compute, tag="meta") == 3
+    assert kept.get((), compute) == 4 and kept.get((), compute) == 5      # nothing to key on: never kept

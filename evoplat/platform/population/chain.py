@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evoplat.platform.population.kept import KeptValue
+
 
 def _leaves(module: nn.Module, prefix: str = "") -> list:
     """(name, module) of the chain's layers, expanding containers in registration order."""
@@ -56,7 +58,7 @@ class ChainForward:
         # buffer, reused from block to block and chunk to chunk; only what the forward returns is fresh.
         self._buffers: dict = {}
         self._fresh_last = True
-        self._base = (None, None, None)            # (population, input batch, its first-layer base)
+        self._base = KeptValue()                   # the first layer's base for a (population, input batch)
         self.block_members: Optional[int] = None   # members per block; None: from BLOCK_BYTES (CPU only)
 
     @classmethod
@@ -169,13 +171,8 @@ class ChainForward:
     def _shared_base(self, chunk, x: torch.Tensor, compute) -> torch.Tensor:
         """The first layer's x theta^T + b (never written to): the same for every chunk of a population on
         one batch, so computed once per (population, batch) instead of once per chunk (at popsize 65,536
-        in chunks of 128, 512 times a generation). Held by identity, as the populations are not
-        modified once made, until the next population's replaces it."""
-        pop, batch, base = self._base
-        if pop is not chunk.pop or batch is not x:
-            base = compute()
-            self._base = (chunk.pop, x, base)
-        return base
+        in chunks of 128, 512 times a generation)."""
+        return self._base.get((chunk.pop, x), compute)
 
     def _first_output(self, blk, i: int, shared: tuple) -> torch.Tensor:
         """The first layer's output [S, B, ...] for a block of members from the chunk's shared terms."""

@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import torch
 
+from evoplat.platform.population.kept import KeptValue
 from evoplat.platform.population.noise import form_members, readonly_tensor
 
 
@@ -47,23 +48,18 @@ class FullRankChunk:
         return e.view(-1, *shape)
 
 
-_last_placed: tuple = (None, None, None)        # (population, device, (center, scale) there)
+_uploaded = KeptValue()      # the last population's center and scale on a device
 
 
 def _placed(pop, device: torch.device) -> tuple:
     """The population's center and scale (a float, or a per-parameter tensor) on `device`. Off the CPU,
     uploaded once per population, not once per chunk: every chunk of a work item (and of a generation
-    in the workers' loop) reads the same copy. The population is held until the next one replaces it
-    (identity, not id(): an id can be reused once an object is gone)."""
-    global _last_placed
+    in the workers' loop) reads the same copy."""
     scale = float(pop.scale) if np.isscalar(pop.scale) else readonly_tensor(pop.scale)
     if device.type == "cpu":            # views of the arrays: nothing to upload
         return readonly_tensor(pop.center), scale
-    held, where, tensors = _last_placed
-    if held is not pop or where != device:
-        tensors = (readonly_tensor(pop.center).to(device), scale if isinstance(scale, float) else scale.to(device))
-        _last_placed = (pop, device, tensors)
-    return tensors
+    return _uploaded.get((pop,), lambda: (readonly_tensor(pop.center).to(device),
+                                          scale if isinstance(scale, float) else scale.to(device)), tag=device)
 
 
 class MemberChunk:
