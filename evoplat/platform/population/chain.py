@@ -2,7 +2,7 @@
 layers (nn.Sequential, or a module whose children applied in order are its forward).
 
 Every member of a chunk sees the same input batch, so the first weight layer is shared:
-x (theta + sigma eps)^T = x theta^T + sigma x eps^T. x theta^T is computed once per chunk, x eps^T once
+x (theta + sigma eps)^T = x theta^T + sigma x eps^T. x theta^T is computed once per population, x eps^T once
 per distinct key (an antithetic pair shares it with opposite signs), from views of the noise table
 (full rank) or as (x B) A^T (low rank). Later layers see per-member inputs h_k and apply each
 member's own weight theta + sigma_k eps_k in one batched product. Parameter-free layers run on the
