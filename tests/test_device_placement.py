@@ -111,3 +111,36 @@ def test_a_population_is_uploaded_once_for_all_its_chunks(per_parameter_sigma):
     assert later.center is not first.center
     on_cpu = noise.chunk(pop, 0, 8, torch.device("cpu"))       # the host's chunks read the array itself
     assert on_cpu.center.data_ptr() == center.ctypes.data
+
+
+class HostCopies(TorchDispatchMode):
+    """The sizes of host tensors copied to the meta device while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if src.device.type == "cpu" and any(t.device == META for t in tree_leaves(out)
+                                                if isinstance(t, torch.Tensor)):
+                self.sizes.append(src.numel())
+        return out
+
+
+@pytest.mark.parametrize("kind,source", [("full", "table"), ("full", "counter"), ("lowrank", "table"),
+                                         ("lowrank", "counter")])
+def test_a_chunk_uploads_no_noise_the_device_table_holds(kind, source):
+    layout = PopulationForward(_mlp(), chunk_size=8).layout
+    noise = make_perturbation(kind, source, layout, rank=2, seed=1)
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=0.1, size=16, generation=3)
+    noise.chunk(pop, 0, 8, META)                 # the first chunk: the table and the center go up once
+    with HostCopies() as copies:
+        chunk = noise.chunk(pop, 8, 16, META)
+    noise_values = chunk.distinct * (noise.base.dim if kind == "lowrank" else layout.size)
+    uploaded = max(copies.sizes, default=0)
+    # table noise: only the chunk's small description (member rows, signs, key offsets) goes up; counter
+    # noise is drawn on the host, so its values do
+    assert uploaded < noise_values if source == "table" else uploaded >= noise_values

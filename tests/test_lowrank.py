@@ -210,3 +210,12 @@ def test_a_kept_value_is_reused_only_for_the_same_objects_and_an_equal_tag():
     assert kept.get((b,), compute, tag="cpu") == 2
     assert kept.get((b,), compute, tag="meta") == 3
     assert kept.get((), compute) == 4 and kept.get((), compute) == 5      # nothing to key on: never kept
+
+
+@pytest.mark.parametrize("source", ["counter", "table"])
+def test_a_base_chunk_holds_the_keys_vectors_to_the_bit(source):
+    # what a low-rank chunk's factor rows are gathered from off the CPU (LowRankNoise.chunk_noise)
+    base = make_perturbation("full", source, ParamLayout(_mlp()), table_size=5000 if source == "table" else 0,
+                             seed=2)
+    keys = [-1, 0, 3, 4]                                     # a parent (key -1) has a zero vector
+    assert torch.equal(base.chunk_noise(7, keys, "cpu").directions(), torch.from_numpy(base.block(7, keys)))

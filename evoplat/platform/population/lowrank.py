@@ -145,7 +145,13 @@ class LowRankNoise(KeyedNoise):
 
     def chunk_noise(self, generation: int, keys, device, num_keys: int = 0) -> "LowRankChunk":
         """The factors of distinct `keys` (sorted) of a generation of `num_keys` keys, remembered for
-        this process's update (RecentFactors) when they are a key range."""
+        this process's update (RecentFactors) when they are a key range.
+
+        Off the CPU the rows are gathered where the base noise has them (a table copied to the device
+        once: no upload of the chunk's factors); this process's update, on the host, then reads them itself."""
+        device = torch.device(device)
+        if device.type != "cpu":
+            return LowRankChunk(self, self.base.chunk_noise(generation, keys, device).directions())
         rows = None
         if num_keys and keys and keys[0] >= 0 and keys[-1] - keys[0] + 1 == len(keys):
             rows = RecentFactors.rows(self._base_id(), generation, num_keys, self.base.dim, keys[0], keys[-1] + 1)
