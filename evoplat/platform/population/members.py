@@ -68,10 +68,7 @@ class MemberChunk:
         keys, signs = zip(*(pop.key_sign(i) for i in range(start, stop)))
         self.keys = sorted(set(keys))
         index = {k: r for r, k in enumerate(self.keys)}
-        # Each member's key row, on the device for indexing there and on the host for picking views
-        # (reading the device copy back would be a host round trip on a GPU).
-        self.row_list = [index[k] for k in keys]
-        self.rows = torch.tensor(self.row_list, device=device)
+        self.rows = torch.tensor([index[k] for k in keys], device=device)      # each member's key row
         self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
         self.size = stop - start
         # Antithetic pairs in order (+eps, -eps, +eps', ...): the forward broadcasts a key over its pair.
@@ -88,7 +85,6 @@ class MemberChunk:
         """Members [start, stop) of this chunk (positions within it), sharing its noise."""
         blk = copy.copy(self)
         blk.rows, blk.signs, blk.mult = self.rows[start:stop], self.signs[start:stop], self.mult[start:stop]
-        blk.row_list = self.row_list[start:stop]
         blk.size = stop - start
         blk.paired = self.paired and start % 2 == 0 and stop % 2 == 0
         blk.key_range = (start // 2, stop // 2)
@@ -136,14 +132,16 @@ class MemberChunk:
         return (a @ b.transpose(1, 2)).view(-1, *shape)
 
     def member_noise(self, offset: int, shape: tuple) -> torch.Tensor:
-        """The parameter's noise per member, [size, *shape]: a fresh tensor (safe to scale in place)."""
+        """The parameter's noise per member, [size, *shape]: a fresh tensor (safe to scale in place),
+        picked on the device by the member rows (one indexing op or one batched product, whatever the
+        source), then scaled by a per-parameter sigma if there is one."""
         if self.source.kind == "full":
             e = self.source.gather(offset, shape, self.rows)
-            return e if self.scalar else e.mul_(self.sigma_param(offset, shape))
-        kind, *parts = self.param_noise(offset, shape)
-        if kind == "stacked":
-            return parts[0][self.rows]
-        if kind == "views":
-            return torch.stack([parts[0][r] for r in self.row_list])
-        a, b = parts
-        return torch.bmm(a[self.rows], b[self.rows].transpose(1, 2)).view(-1, *shape)
+        else:
+            kind, *parts = self.source.param(offset, shape)
+            if kind == "stacked":
+                e = parts[0][self.rows]
+            else:
+                a, b = parts
+                e = torch.bmm(a[self.rows], b[self.rows].transpose(1, 2)).view(-1, *shape)
+        return e if self.scalar else e.mul_(self.sigma_param(offset, shape))
