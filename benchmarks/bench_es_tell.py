@@ -10,7 +10,12 @@ both are measured in the same sitting on the same machine. `--set es.strategy=pg
 es.noise=counter` (P-ES's config overrides, as `evoplat run --set` reads them) times another strategy or
 noise; `--name` then keeps its results apart from the default's.
 
+`--phases` instead splits one process's updates into their parts (fitness shaping, the noise sum and,
+at low rank, the factor rows it draws, the optimizer step, the rest: scaling, weight decay, the gradient
+norm) by timing the functions `tell` calls, wrapped in place -> results/es_tell_phases.md.
+
     python benchmarks/bench_es_tell.py [--repeats 300] [--rounds 3] [--compare /tmp/old] [--set K=V ...]
+    python benchmarks/bench_es_tell.py --phases [--repeats 300]
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import alternate, checkout_table, git_rev, header, write  # noqa: E402
-from _pes import driver_side, pes_config, uptime  # noqa: E402
+from _pes import driver_side, gemm_gflops, lowrank_macs, pes_config, uptime  # noqa: E402
 
 
 # Set per column (perturbation, rank 1) or stated in the table (popsize 256): not for --set.
@@ -46,6 +51,72 @@ def tell_ms(kind: str, repeats: int, overrides=()) -> list[float]:
     return times
 
 
+def phase_ms(kind: str, repeats: int) -> dict:
+    """Median ms per update of each part of `tell` (OpenAI-ES on P-ES), timed by wrapping the functions it
+    calls on this process's objects; parts that a kind does not have are absent."""
+    strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128))
+    spent: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+    strategy.shaping = timed("fitness shaping", strategy.shaping)
+    noise.combine = timed("noise sum", noise.combine)
+    if hasattr(noise, "_update_factors"):
+        noise._update_factors = timed("factor rows drawn", noise._update_factors)
+    module = sys.modules[type(strategy).__module__]
+    real_step = module.apply_gradient
+    module.apply_gradient = timed("optimizer step", real_step)
+    rng = np.random.default_rng(0)
+    rows = []
+    try:
+        for i in range(repeats + 10):
+            pop = strategy.ask(state)
+            fitness = rng.normal(size=pop.size)
+            spent.clear()
+            t0 = time.perf_counter()
+            state, _ = strategy.tell(state, fitness, noise, pop)
+            if i >= 10:
+                rows.append({"update": time.perf_counter() - t0, **spent})
+    finally:
+        module.apply_gradient = real_step
+    med = {k: 1e3 * statistics.median(r[k] for r in rows) for k in rows[0]}
+    if "factor rows drawn" in med:      # inside the noise sum: what is left of it is the products
+        med["noise sum: products"] = med["noise sum"] - med["factor rows drawn"]
+    med["rest: scaling, gradient norm, state"] = med["update"] - sum(
+        med[k] for k in ("fitness shaping", "noise sum", "optimizer step"))
+    return med
+
+
+def phases(repeats: int) -> None:
+    load = uptime()
+    peak = gemm_gflops(1)
+    by_kind = {kind: phase_ms(kind, repeats) for kind in ("full", "lowrank")}
+    macs = lowrank_macs([(128, 784), (10, 128)])[1]
+    rate = 2 * macs / (by_kind["lowrank"]["noise sum: products"] / 1e3) / 1e9
+    names = ["update", "fitness shaping", "noise sum", "factor rows drawn", "noise sum: products",
+             "optimizer step", "rest: scaling, gradient norm, state"]
+    lines = [header("The ES update (tell) on P-ES, part by part"),
+             f"- OpenAI-ES + adam, table noise, popsize 256 (128 antithetic keys), chunk 128, random fitness; "
+             f"{repeats} updates per kind after 10 warm-up in one process, on one thread as in a run; each "
+             "cell the median ms (the parts' medians need not add up to the update's exactly)",
+             "- the factor rows: drawn from the table here; in a run, the rows of the keys this process "
+             "evaluated are kept from its evaluation (RecentFactors) and only the others are drawn",
+             f"- load: `{load}`", "", "| part | full rank (ms) | low rank r=1 (ms) |", "|---|---:|---:|"]
+    for name in names:
+        cells = [f"{by_kind[k][name]:.3f}" if name in by_kind[k] else "-" for k in ("full", "lowrank")]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", f"Low rank's products are {macs / 1e6:.1f} M multiply-adds (sum_k w_k A_k B_k^T per weight, w . e per "
+              f"bias): {rate:.0f} GFLOP/s, against a one-thread fp32 GEMM peak (2048^3) of {peak:.0f} GFLOP/s measured "
+              "at the start of this run."]
+    write("es_tell_phases", "\n".join(lines) + "\n")
+
+
 def child(repeats: int, overrides: list) -> None:
     import evoplat
     rev = git_rev(Path(evoplat.__file__).resolve().parent)
@@ -61,10 +132,17 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override of P-ES's config (es_mnist.yaml at popsize 256, minibatch 256)")
     p.add_argument("--name", default=None, help="results file name (benchmarks/results/NAME.md); needed with --set")
+    p.add_argument("--phases", action="store_true", help="time the update's parts instead (es_tell_phases.md)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.repeats, args.overrides)
+    if args.phases:
+        if args.compare or args.overrides:
+            sys.exit("bench_es_tell: --phases times this checkout's default configuration alone")
+        import torch
+        torch.set_num_threads(1)
+        return phases(args.repeats)
     fixed = [o for o in args.overrides if o.split("=", 1)[0].strip() in COLUMN_KEYS]
     if fixed:
         sys.exit(f"bench_es_tell: {fixed[0]}: {', '.join(COLUMN_KEYS)} are the table's own columns and rows")

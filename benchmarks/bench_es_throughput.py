@@ -179,7 +179,7 @@ def section_nodes(args) -> None:
              f"worker per node (SPREAD); chunk {args.chunk}, {args.generations} timed generations after 3 warm-up",
              f"- this machine has {os.cpu_count()} cores: beyond 2 nodes the nodes share them, so 4 nodes measure "
              "overhead, not added compute; a generation has ceil(256 / chunk) work items at most, so with more "
-             "nodes than that the extra nodes idle", f"- load: `{args.load}`; long background runs paused while timing", "",
+             "nodes than that the extra nodes idle", f"- load: `{args.load}`", "",
              "- loop `driver`: the pool, a call per generation; `workers`: runtime.loop workers, spans of at most "
              "10 generations, fitness all-gathered over a gloo group between the nodes' workers", "",
              "| worker nodes | nodes used | perturbation | loop | generations/s | median eval_s (ms) | "
