@@ -1,8 +1,8 @@
 """The anchor: EvoTorch's PGPE SupervisedNE and evoplat's OpenAI-ES on the same problem P-ES, same run.
 
 P-ES: MNIST (evoplat's loader, the same tensors for both), MLP 784-128-10, popsize 256, minibatch 256
-per generation. EvoTorch: PGPE on SupervisedNE (stdev 0.02, ClipUp, centered ranks, no Ray actors).
-With Ray, EvoTorch also with 2 Ray actors (num_actors=2). evoplat: OpenAI-ES, full rank and low rank
+per generation. EvoTorch: PGPE on SupervisedNE (stdev 0.02, ClipUp, centered ranks) in-process and, unless
+--no-ray, on 2 Ray actors (num_actors=2). evoplat: OpenAI-ES, full rank and low rank
 r=1, in-process (backend local) and on 2 Ray workers, driven by the driver (runtime.loop: driver, the
 default) and running the loop themselves (runtime.loop: workers, spans of 10 generations: ES's default
 eval_every). Same torch, same threads (--threads), and the fp32 GEMM peak measured here too. Installs
