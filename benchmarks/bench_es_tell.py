@@ -37,8 +37,12 @@ from _pes import driver_side, gemm_gflops, lowrank_macs, pes_config, uptime  # n
 COLUMN_KEYS = ("es.perturbation", "es.rank", "es.popsize")
 
 
-def tell_ms(kind: str, repeats: int, overrides=()) -> list[float]:
+def tell_ms(kind: str, repeats: int, overrides=(), setup=None, after=None) -> list[float]:
+    """ms of each of `repeats` updates (after 10 warm-up ones) of P-ES's driver objects, on random fitness.
+    `setup(strategy, noise)` runs first (to wrap what `tell` calls); `after(ms)` after every update."""
     strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128, overrides=overrides))
+    if setup is not None:
+        setup(strategy, noise)
     rng = np.random.default_rng(0)
     times = []
     for i in range(repeats + 10):
@@ -46,16 +50,19 @@ def tell_ms(kind: str, repeats: int, overrides=()) -> list[float]:
         fitness = rng.normal(size=pop.size)
         t0 = time.perf_counter()
         state, _ = strategy.tell(state, fitness, noise, pop)
+        ms = 1e3 * (time.perf_counter() - t0)
         if i >= 10:
-            times.append(1e3 * (time.perf_counter() - t0))
+            times.append(ms)
+        if after is not None:
+            after(ms)
     return times
 
 
 def phase_ms(kind: str, repeats: int) -> dict:
     """Median ms per update of each part of `tell` (OpenAI-ES on P-ES), timed by wrapping the functions it
     calls on this process's objects; parts that a kind does not have are absent."""
-    strategy, noise, state = driver_side(pes_config(kind, 1, chunk=128))
     spent: dict = {}
+    rows: list = []
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -63,29 +70,27 @@ def phase_ms(kind: str, repeats: int) -> dict:
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+                spent[name] = spent.get(name, 0.0) + 1e3 * (time.perf_counter() - t0)
         return wrapper
-    strategy.shaping = timed("fitness shaping", strategy.shaping)
-    noise.combine = timed("noise sum", noise.combine)
-    if hasattr(noise, "_update_factors"):
-        noise._update_factors = timed("factor rows drawn", noise._update_factors)
-    module = sys.modules[type(strategy).__module__]
+
+    def setup(strategy, noise):
+        strategy.shaping = timed("fitness shaping", strategy.shaping)
+        noise.combine = timed("noise sum", noise.combine)
+        if hasattr(noise, "_update_factors"):
+            noise._update_factors = timed("factor rows drawn", noise._update_factors)
+        module.apply_gradient = timed("optimizer step", real_step)
+
+    def after(ms):
+        rows.append({"update": ms, **spent})
+        spent.clear()
+    from evoplat.platform.strategies import openai_es as module
     real_step = module.apply_gradient
-    module.apply_gradient = timed("optimizer step", real_step)
-    rng = np.random.default_rng(0)
-    rows = []
     try:
-        for i in range(repeats + 10):
-            pop = strategy.ask(state)
-            fitness = rng.normal(size=pop.size)
-            spent.clear()
-            t0 = time.perf_counter()
-            state, _ = strategy.tell(state, fitness, noise, pop)
-            if i >= 10:
-                rows.append({"update": time.perf_counter() - t0, **spent})
+        tell_ms(kind, repeats, setup=setup, after=after)
     finally:
         module.apply_gradient = real_step
-    med = {k: 1e3 * statistics.median(r[k] for r in rows) for k in rows[0]}
+    rows = rows[-repeats:]                # the timed updates, not the warm-up
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     if "factor rows drawn" in med:      # inside the noise sum: what is left of it is the products
         med["noise sum: products"] = med["noise sum"] - med["factor rows drawn"]
     med["rest: scaling, gradient norm, state"] = med["update"] - sum(
