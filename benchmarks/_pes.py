@@ -153,3 +153,35 @@ def on_ray(cfg, data_root, workers: int, timed, **kwargs) -> dict:
     finally:
         pool.shutdown()
         time.sleep(1)
+
+
+def _serve_local(conn, kind: str, chunk: int, data_root: str, threads: int) -> None:
+    """A child process's loop: build the in-process pool once, then time `n` generations per request."""
+    cfg = pes_config(kind, 1, chunk=chunk, workers=1, backend="local")
+    pool = local_pool(cfg, data_root, threads)
+    conn.send("ready")
+    while (n := conn.recv()) is not None:
+        conn.send(time_es(cfg, pool, n))
+
+
+class LocalRunner:
+    """The in-process run (`runtime.backend: local`) in a fresh process without Ray, kept alive so that
+    its timings can alternate with another setting's seconds apart: `time(n)` runs n generations there
+    (3 warm-up first, as time_es) while the caller waits."""
+
+    def __init__(self, kind: str, chunk: int, data_root: str, threads: int = 2):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_local, args=(child, kind, chunk, data_root, threads), daemon=True)
+        self.proc.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("the in-process runner did not start")
+
+    def time(self, generations: int) -> dict:
+        self.conn.send(generations)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join(timeout=30)

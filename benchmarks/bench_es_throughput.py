@@ -15,6 +15,9 @@ Sections (each writes its own results file):
          fitness back, on 2 Ray workers -> results/es_pool_overhead.md
   gather the workers' loop (2 Ray workers) with its all-gathers through shared memory vs gloo, pools
          alternating -> results/es_gather.md
+  paired low rank r=1: the workers' loop (2 Ray workers, spans of 10) against the in-process run on 2
+         threads (one chunk of 256, and --chunk), all three kept running and timed in turns, so each
+         ratio compares timings seconds apart, not minutes as in `pes` -> results/es_paired.md
 
     python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20] [--rounds 3]
 """
@@ -31,9 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import header, write  # noqa: E402
-from _pes import (arithmetic_bound, gemm_gflops, local_pool, lowrank_macs, on_ray, pes_config,  # noqa: E402
-                  ray_pool, time_es, time_worker_loop, uptime)
+from _common import header, median_range, write  # noqa: E402
+from _pes import (LocalRunner, arithmetic_bound, gemm_gflops, local_pool, lowrank_macs, on_ray,  # noqa: E402
+                  pes_config, ray_pool, time_es, time_worker_loop, uptime)
 
 REPO = Path(__file__).resolve().parents[1]
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
@@ -106,16 +109,13 @@ def section_pes(args) -> None:
              "| perturbation | where | generations/s | ms/generation | median eval_s (ms) | median tell_s (ms) | "
              "tell share | worker peak RSS (MB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
 
-    def cell(values, fmt="{:.2f}"):
-        return f"{fmt.format(med(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
     for kind, where in settings:
         rs = runs[(kind, where)]
         name = kind if kind == "full" else "lowrank r=1"
-        lines.append(f"| {name} | {where} | {cell([r['gen_s'] for r in rs])} | "
+        lines.append(f"| {name} | {where} | {median_range([r['gen_s'] for r in rs])} | "
                      f"{1e3 * med(r['s_gen'] for r in rs):.1f} | {1e3 * med(r['eval_s'] for r in rs):.1f} | "
                      f"{1e3 * med(r['tell_s'] for r in rs):.2f} | "
-                     f"{cell([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% | "
+                     f"{median_range([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% | "
                      f"{max(r['rss_mb'] for r in rs):.0f} |")
     for kind in ("full", "lowrank"):
         for where in ("ray, 2 workers", *WORKER_LOOPS):
@@ -283,10 +283,54 @@ def section_gather(args) -> None:
     write("es_gather", "\n".join(lines) + "\n")
 
 
+def section_paired(args) -> None:
+    """Low rank's ratio target, measured in pairs: the three settings stay up (an in-process process each,
+    one Ray pool) and take turns of --generations generations, round after round; each round's ratio
+    holds the workers' loop against the faster in-process turn of the same round."""
+    import ray
+    names = ("local, 2 threads, one chunk of 256", f"local, 2 threads, chunk {args.chunk}",
+             "ray, 2 workers, worker loop, spans of 10")
+    locals_ = [LocalRunner("lowrank", chunk, args.data_root) for chunk in (256, args.chunk)]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    cfg = pes_config("lowrank", 1, chunk=args.chunk, workers=2, loop="workers")
+    pool = ray_pool(cfg, args.data_root, 2)
+    runs = {name: [] for name in names}
+    peaks = []
+    try:
+        for rnd in range(args.rounds):
+            peaks.append(gemm_gflops(2))
+            for name, timed in zip(names, (*(r.time for r in locals_),
+                                           lambda n: time_worker_loop(cfg, pool, n, span=10))):
+                runs[name].append(timed(args.generations))
+                print(rnd, name, {k: round(v, 4) for k, v in runs[name][-1].items()}, flush=True)
+    finally:
+        pool.shutdown()
+        ray.shutdown()
+        for r in locals_:
+            r.close()
+    ratios = [w["gen_s"] / max(a["gen_s"], b["gen_s"]) for a, b, w in zip(*runs.values())]
+    lines = [header("Low rank: the workers' loop against the in-process run, timed in alternating turns"),
+             f"- P-ES, OpenAI-ES, low rank r=1, table noise; {args.rounds} rounds, each a turn of "
+             f"{args.generations} generations (after 3 warm-up) of every setting in the order below, all "
+             "three set up once and kept running (the in-process ones each in a process of their own "
+             "without Ray, idle while the others run); each cell: the median over rounds [min-max]",
+             f"- fp32 GEMM peak on 2 threads, at the start of each round: {median_range(peaks, '{:.0f}')} GFLOP/s",
+             f"- load: `{args.load}`", "",
+             "| where | generations/s | median tell_s (ms) | tell share |", "|---|---:|---:|---:|"]
+    for name, rs in runs.items():
+        lines.append(f"| {name} | {median_range([r['gen_s'] for r in rs])} | "
+                     f"{1e3 * statistics.median(r['tell_s'] for r in rs):.2f} | "
+                     f"{median_range([100 * r['tell_s'] / r['s_gen'] for r in rs], '{:.1f}')}% |")
+    lines.append(f"\n`{names[2]}` / the faster in-process turn of the same round, round by round: "
+                 f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{statistics.median(ratios):.2f}x**, "
+                 f"{sum(x >= 0.95 for x in ratios)} of {len(ratios)} rounds >= 0.95x)")
+    write("es_paired", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-root", default="/work/shared/data")
-    p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead", "gather"], required=True)
+    p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead", "gather", "paired"], required=True)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="pes: rounds over all settings (median, range)")
@@ -297,7 +341,7 @@ def main() -> None:
     args = p.parse_args()
     args.load = uptime()
     {"pes": section_pes, "nodes": section_nodes, "scale": section_scale,
-     "overhead": section_overhead, "gather": section_gather}[args.section](args)
+     "overhead": section_overhead, "gather": section_gather, "paired": section_paired}[args.section](args)
 
 
 if __name__ == "__main__":
