@@ -183,5 +183,8 @@ class LocalRunner:
         return self.conn.recv()
 
     def close(self) -> None:
-        self.conn.send(None)
+        try:
+            self.conn.send(None)
+        except OSError:                 # the child is gone already
+            pass
         self.proc.join(timeout=30)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, median_range, write  # noqa: E402
-from _pes import (LocalRunner, arithmetic_bound, gemm_gflops, local_pool, lowrank_macs, on_ray,  # noqa: E402
-                  pes_config, ray_pool, time_es, time_worker_loop, uptime)
+from _pes import (LocalRunner, arithmetic_bound, gemm_gflops, lowrank_macs, on_ray, pes_config,  # noqa: E402
+                  ray_pool, time_es, time_worker_loop, uptime)
 
 REPO = Path(__file__).resolve().parents[1]
 # runtime.loop workers, spans of at most N generations: 10 is ES's default eval_every and checkpoint_every
@@ -47,17 +47,14 @@ ONE_CORE = ("local, 1 thread", "ray, 1 worker, worker loop, spans of 10")
 PORTS = {"EVOPLAT_RAY_PORT": "6394", "EVOPLAT_DASHBOARD_PORT": "8294", "EVOPLAT_PORT_BASE": "27000"}
 
 
-def _time_local(kind: str, chunk: int, data_root: str, generations: int, threads: int = 2) -> dict:
-    cfg = pes_config(kind, 1, chunk=chunk, workers=1, backend="local")
-    return time_es(cfg, local_pool(cfg, data_root, threads), generations)
-
-
 def time_local_elsewhere(kind: str, args, chunk: int = 0, threads: int = 2) -> dict:
     """The in-process run (`runtime.backend: local`) in a fresh process without Ray, as a user runs it:
     the benchmark's own process is a Ray driver, whose background threads share its cores."""
-    import multiprocessing
-    with multiprocessing.get_context("spawn").Pool(1) as child:
-        return child.apply(_time_local, (kind, chunk or args.chunk, args.data_root, args.generations, threads))
+    runner = LocalRunner(kind, chunk or args.chunk, args.data_root, threads)
+    try:
+        return runner.time(args.generations)
+    finally:
+        runner.close()
 
 
 # In-process, the whole population as one chunk on 2 threads is faster than two chunks here: the Ray
@@ -333,7 +330,7 @@ def main() -> None:
     p.add_argument("--section", choices=["pes", "nodes", "scale", "overhead", "gather", "paired"], required=True)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--chunk", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3, help="pes: rounds over all settings (median, range)")
+    p.add_argument("--rounds", type=int, default=3, help="pes, gather, paired: rounds over all settings (median, range)")
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--popsizes", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536])
     p.add_argument("--scale-chunk", type=int, default=256)
