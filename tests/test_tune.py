@@ -1,6 +1,8 @@
 """The generic Ray Tune trainable, on the hybrid trainer and synthetic data, with real Ray Tune."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -70,16 +72,19 @@ def test_pbt_exploit_restores_donor_checkpoint(ray_local, tmp_path):
     from evoplat.platform.run.rundir import load_checkpoint
     from evoplat.platform.run.tune import STATE_FILE, fingerprint, run_tune
     # train_loss separates the two lr unambiguously (ES phases can push both val_acc to 1 on easy data).
-    raw = hybrid_raw(epochs=4, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+    raw = hybrid_raw(epochs=2, tune={"scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                                      "pbt_synch": True, "metric": "train_loss", "mode": "min",
                                      "keep_checkpoints": 4,
                                      "search_space": {"hybrid.sigma": {"choice": [0.02, 0.05]}}})
+    # In-process ES phases: synchronous PBT restarts every trial at every perturbation, and a trial with a
+    # Ray pool starts a worker process beside its own each time (the sweep test covers trials with a pool).
+    raw["runtime"] = {"backend": "local"}
     out = run_tune(raw, storage=str(tmp_path), verbose=False,
                    extra_space={"hybrid.lr": tune.grid_search([1e-5, 0.1])})
-    rows = trial_rows(out["grid"])
-    # Every checkpoint any trial published, read from disk: Tune rewrites a trial's result file when it
-    # restarts the trial from a checkpoint (seen under load with synchronous PBT), so its metric rows
-    # can miss steps that were reported and checkpointed.
+    assert len(out["table"]) == 2
+    # Each trial's own rows (its run directory): Tune copies an older result file over a restarted
+    # trial's newer one, so its metrics_dataframe can miss rows, even all of them.
+    rows = {r.path: pd.read_parquet(Path(r.path) / "run" / "metrics.parquet") for r in out["grid"]}
     published = set()
     for path in tmp_path.rglob(STATE_FILE):
         state = load_checkpoint(path)

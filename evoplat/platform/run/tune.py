@@ -28,6 +28,7 @@ from evoplat.platform.run.loop import run_loop
 from evoplat.platform.run.rundir import RunDirectory, load_checkpoint
 
 STATE_FILE = "state.pt"
+NOT_RESTORED = {"restored_step": -1, "restored_fingerprint": ""}
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -122,9 +123,8 @@ class TuneReporter:
     scheduler's metric is in every report.
     """
 
-    def __init__(self, metric: str, restored: Optional[dict] = None):
+    def __init__(self, metric: str):
         self.metric, self.pending, self.last = metric, None, {}
-        self.restored = restored or {"restored_step": -1, "restored_fingerprint": ""}
 
     def __call__(self, row: dict) -> None:
         if self.pending is not None:
@@ -149,7 +149,7 @@ class TuneReporter:
         for k in ("val_acc", "test_acc", self.metric):
             if k not in metrics and k in self.last:
                 metrics[k] = self.last[k]
-        metrics.update(self.restored, ckpt_fingerprint=fingerprint(state) if state is not None else "")
+        metrics["ckpt_fingerprint"] = fingerprint(state) if state is not None else ""
         if state is None:
             tune.report(metrics)
             return
@@ -159,9 +159,18 @@ class TuneReporter:
 
 
 class TuneRunContext(RunContext):
-    """A RunContext whose checkpoints go to Tune (and still to the trial's own run directory)."""
+    """A RunContext whose checkpoints go to Tune (and still to the trial's own run directory).
+
+    Every row names the checkpoint the trial continued from (`restored_step`, `restored_fingerprint`;
+    -1 and "" for a trial that never restored), in the trial's own metrics.parquet as well as in Tune's
+    results: Tune copies its older result file over the newer one when it restarts a trial, so only the
+    run directory, cut back to the restored step, holds every row a trial reported."""
 
     reporter: Optional[TuneReporter] = None
+    restored: dict = NOT_RESTORED
+
+    def report(self, row: dict) -> None:
+        super().report(dict(row, **self.restored))
 
     def checkpoint(self, step: int, state: dict) -> None:
         state = dict(state, step=step, wall_time=self.wall_time())
@@ -200,11 +209,12 @@ def tune_trainable(config: dict, base_raw: dict, data_root: Optional[str] = None
         if state.get("algorithm") != cfg.algorithm:
             raise ValueError(f"checkpoint is for '{state.get('algorithm')}', trial runs '{cfg.algorithm}'")
         restored = {"restored_step": int(state["step"]), "restored_fingerprint": fingerprint(state)}
-    reporter = TuneReporter(tcfg.metric, restored)
+    reporter = TuneReporter(tcfg.metric)
     run = _trial_run_dir(cfg, int(state["step"]) if state else None)
     ctx = TuneRunContext(cfg, run, data_root, state, [reporter, *(make(config) for make in loggers)],
                          elapsed_before=float(state.get("wall_time", 0.0)) if state else 0.0)
     ctx.reporter = reporter
+    ctx.restored = restored or NOT_RESTORED
     summary = run_loop(ctx)
     reporter.close()
     run.flush()
@@ -263,8 +273,14 @@ def build_tuner(base_raw: dict, storage: str, data_root: Optional[str] = None, n
 
 
 def results_table(grid) -> "Any":
-    """One row per trial: its last reported metrics and its config (columns config/<key>)."""
-    df = grid.get_dataframe()
+    """One row per trial: its last reported metrics and its config (columns config/<key>).
+
+    Built from the results Tune holds in memory, not from its result files (`grid.get_dataframe()`):
+    a restarted trial's file can lose its newer rows, a trial restarted before its first rows reached
+    storage every row, and such a trial would be missing from the table."""
+    import pandas as pd
+    df = pd.DataFrame([{**{k: v for k, v in (r.metrics or {}).items() if k != "config"},
+                        **{f"config/{k}": v for k, v in (r.config or {}).items()}} for r in grid])
     for col in df.columns:  # Parquet needs one type per column
         if df[col].dtype == object:
             df[col] = df[col].map(lambda v: None if v is None else str(v))
