@@ -28,6 +28,11 @@ def _member(rank: int, world: int, port: int, node: str | None, exit_after: int,
         out["rounds"].append([p.tolist() for p in parts])
     big = collective.all_gather(torch.full((400_000,), float(rank)))      # past a slot: through gloo
     out["big"] = [float(p[0]) for p in big] + [float(p[-1]) for p in big]
+    memory = collective.shared_buffer(4096)            # every member writes its byte, reads all of them
+    if memory is not None:
+        memory[rank] = rank + 1
+        collective.all_gather(torch.zeros(1))
+    out["memory"] = None if memory is None else memory[:world].tolist()
     if exit_after and rank == world - 1:
         os._exit(0)                                     # gone without a word, inside the run
     if exit_after:
@@ -70,7 +75,8 @@ def test_members_gather_every_round_in_rank_order(nodes, shared):
         for i, parts in enumerate(got[rank]["rounds"]):
             assert parts == [[100 * r + i + k for k in range(7)] for r in range(world)]
         assert got[rank]["big"] == [float(r) for r in range(world)] * 2
-    assert _segments() == before                     # the file is gone once every member has it open
+        assert got[rank]["memory"] == (list(range(1, world + 1)) if shared else None)
+    assert _segments() == before                     # the files are gone once every member has them open
 
 
 @pytest.mark.parametrize("nodes", [["a", "a"], ["a", "b"]])

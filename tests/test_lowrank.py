@@ -168,6 +168,35 @@ def test_update_reads_the_evaluations_factors_to_the_bit(source):
     assert np.array_equal(make().combine(pop, coeffs), drawn)
 
 
+def test_update_reads_the_rows_other_workers_wrote_into_shared_memory():
+    """With the rows in memory the workers share, the update takes the rows another worker wrote (its
+    stamps say which) and draws only the keys nobody evaluated; rows of two generations ago in the
+    same half of the memory are not taken for this generation's."""
+    layout = ParamLayout(_cnn())
+    make = lambda: make_perturbation("lowrank", "table", layout, rank=2, table_size=9000, seed=3)  # noqa: E731
+    noise = make()
+    pop = Population(center=np.zeros(layout.size, np.float32), scale=0.1, size=20, generation=4)
+    coeffs = np.random.default_rng(1).normal(size=20)
+    RecentFactors.share(None)
+    drawn = make().combine(pop, coeffs)
+    memory = np.zeros(RecentFactors.shared_bytes(pop.num_keys, noise.base.dim), dtype=np.uint8)
+    try:
+        RecentFactors.share(memory, pop.num_keys, noise.base.dim)
+        noise.chunk(Population(pop.center, 0.1, 20, generation=2), 0, 20)    # generation 2: the same half
+        noise.chunk(pop, 8, 16)                     # "the other worker": keys 4-7
+        RecentFactors.share(memory, pop.num_keys, noise.base.dim)           # this worker forgets its own
+        noise.chunk(pop, 0, 8)                      # this worker: keys 0-3; keys 8-9 nobody evaluated
+        _, filled = RecentFactors.buffer(noise._base_id(), 4)
+        assert filled == [(0, 8)]
+        drawn_here = []
+        block = noise.base.block
+        noise.base.block = lambda g, keys, out=None: drawn_here.append(list(keys)) or block(g, keys, out=out)
+        assert np.array_equal(noise.combine(pop, coeffs), drawn)
+        assert drawn_here == [[8, 9]]
+    finally:
+        RecentFactors.share(None)
+
+
 @pytest.mark.parametrize("make", [lambda: OpenAIES(32, 0.1, make_optimizer("adam", 0.05)),
                                   lambda: SNES(32, 0.3, lr_center=1.0)])
 def test_strategies_optimise_with_lowrank_noise(make):

@@ -238,7 +238,9 @@ class RuntimeConfig(StrictModel):
     shared_memory: bool = Field(True, description="With loop: workers, workers that all run on one node "
                                                   "all-gather through a shared-memory segment (x86 with "
                                                   "/dev/shm; ~0.1-0.2 ms a generation instead of gloo's ~1 ms "
-                                                  "on 2 busy cores); false: always the gloo group.")
+                                                  "on 2 busy cores) and, at low rank, keep the factor rows "
+                                                  "where every worker's update reads them; false: always "
+                                                  "the gloo group.")
     loop_span_s: float = Field(2.0, gt=0, description="With loop: workers, about how long one call runs "
                                                       "(never past the next evaluation or checkpoint): "
                                                       "longer saves calls, shorter keeps progress lines and "

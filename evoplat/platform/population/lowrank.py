@@ -27,35 +27,72 @@ class RecentFactors:
     of (base noise, generation, key): a remembered row is the same bits as a fresh draw.
 
     A fresh buffer per generation (no chunk's rows are ever overwritten); none above `max_bytes`.
+
+    The workers of a loop on one machine can keep the rows in memory they all map (`share`): each
+    worker's evaluation writes its keys' rows there and stamps them with the generation, so every
+    worker's update finds the others' rows too and draws none. Two generations alternate in it: a worker
+    writes generation g + 1 while a slower one may still read g, and it cannot reach g + 2 before every
+    worker has sent generation g + 1's fitness, which each does only after its update of g. The stamps
+    are written after the rows, and x86 (where alone the group shares memory) keeps that order.
     """
 
     max_bytes = 16 << 20
-    _current: dict = {}           # base identity -> (generation, buffer, filled key ranges)
+    _current: dict = {}           # base identity -> (generation, buffer, filled key ranges, stamps or None)
+    _shared = None                # (stamps [2, K] int64, rows [2, K, dim] float32) mapped by the group
+
+    @staticmethod
+    def shared_bytes(num_keys: int, dim: int) -> int:
+        """The size of the memory `share` needs for generations of `num_keys` keys of `dim` values."""
+        return 2 * num_keys * (8 + 4 * dim)
+
+    @classmethod
+    def share(cls, memory, num_keys: int = 0, dim: int = 0) -> None:
+        """Keep the rows of generations of `num_keys` keys in `memory` (a uint8 array of
+        `shared_bytes(num_keys, dim)` bytes every worker of the group maps), or privately (None)."""
+        cls._current.clear()
+        if memory is None:
+            cls._shared = None
+            return
+        stamps = np.frombuffer(memory, dtype=np.int64, count=2 * num_keys).reshape(2, num_keys)
+        rows = np.frombuffer(memory, dtype=np.float32, offset=16 * num_keys).reshape(2, num_keys, dim)
+        cls._shared = (stamps, torch.from_numpy(rows))
 
     @classmethod
     def rows(cls, base_id, generation: int, num_keys: int, dim: int, k0: int, k1: int):
         """Writable rows [k0, k1) of `generation`'s buffer (made on first use), or None if too large."""
         if num_keys * dim * 4 > cls.max_bytes or not 0 <= k0 <= k1 <= num_keys:
             return None
-        gen, buf, filled = cls._current.get(base_id, (None, None, None))
+        gen, buf, filled, stamps = cls._current.get(base_id, (None, None, None, None))
         if gen != generation or buf.shape != (num_keys, dim):
             cls._current.clear()           # one generation of one run's noise at a time
-            gen, buf, filled = generation, torch.empty(num_keys, dim), []
-            cls._current[base_id] = (gen, buf, filled)
+            gen, buf, filled, stamps = generation, None, [], None
+            if cls._shared is not None and cls._shared[1].shape[1:] == (num_keys, dim):
+                stamps, buf = cls._shared[0][generation % 2], cls._shared[1][generation % 2]
+            else:
+                buf = torch.empty(num_keys, dim)
+            cls._current[base_id] = (gen, buf, filled, stamps)
         return buf[k0:k1]
 
     @classmethod
     def mark(cls, base_id, generation: int, k0: int, k1: int) -> None:
         """Rows [k0, k1) of `generation`'s buffer now hold their keys' factors."""
-        gen, _, filled = cls._current.get(base_id, (None, None, None))
+        gen, _, filled, stamps = cls._current.get(base_id, (None, None, None, None))
         if gen == generation:
             filled.append((k0, k1))
+            if stamps is not None:
+                stamps[k0:k1] = generation + 1     # 0: never written
 
     @classmethod
     def buffer(cls, base_id, generation: int):
         """(buffer, sorted filled key ranges) of `generation`, or (None, [])."""
-        gen, buf, filled = cls._current.get(base_id, (None, None, []))
-        return (buf, sorted(filled)) if gen == generation else (None, [])
+        gen, buf, filled, stamps = cls._current.get(base_id, (None, None, [], None))
+        if gen != generation:
+            return None, []
+        if stamps is None:
+            return buf, sorted(filled)
+        done = np.concatenate(([False], stamps == generation + 1, [False]))
+        edges = np.flatnonzero(done[1:] != done[:-1])
+        return buf, [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 class LowRankNoise(KeyedNoise):

@@ -28,6 +28,7 @@ import torch
 from evoplat.platform.device import map_leaves
 from evoplat.platform.population.evaluator import ESEvaluator
 from evoplat.platform.population.generation import advance, generation_info, worker_ranges
+from evoplat.platform.population.lowrank import LowRankNoise, RecentFactors
 from evoplat.platform.population.task import RunningState
 from evoplat.platform.runtime import collective
 from evoplat.platform.strategies import StrategyState, build_strategy
@@ -61,6 +62,7 @@ class ESLoopHost:
         self.merge_task_state = RunningState(self.evaluator.task).merge
         self.chunk = cfg.runtime.chunk_size
         self.state = None                 # where the last call ended: the next call usually goes on from it
+        self.sharing_group = None         # the group whose memory holds the low-rank factor rows
 
     def run(self, start, generations: int, rank: int) -> dict | None:
         """Run `generations` generations with the group from `start`: a state, or the generation number
@@ -69,6 +71,7 @@ class ESLoopHost:
         ranks hold the same and return None)."""
         state = self._start(start)
         noise = self.evaluator.noise
+        self._share_factor_rows(state)
         ranges = worker_ranges(self.strategy.popsize, self.chunk, collective.world_size())
         width = max(b - a for a, b in ranges)
         rows, seen = [], []
@@ -86,6 +89,20 @@ class ESLoopHost:
             seen.append((fitness, task_rows))
         self.state = state
         return {"state": to_wire(state), "rows": rows, "seen": seen} if rank == 0 else None
+
+    def _share_factor_rows(self, state) -> None:
+        """Low rank on one machine: keep the factor rows where every worker of the group reads them, so
+        no worker's update draws the rows of the keys the others evaluated (RecentFactors). Collective:
+        every member of a newly joined group gets here in the same call."""
+        if self.sharing_group == collective.group_id():
+            return
+        self.sharing_group = collective.group_id()
+        noise, memory, num_keys, dim = self.evaluator.noise, None, 0, 0
+        if isinstance(noise, LowRankNoise) and collective.world_size() > 1:
+            num_keys, dim = self.strategy.ask(state).num_keys, noise.base.dim
+            if num_keys * dim * 4 <= RecentFactors.max_bytes:
+                memory = collective.shared_buffer(RecentFactors.shared_bytes(num_keys, dim))
+        RecentFactors.share(memory, num_keys, dim)
 
     def _start(self, start):
         if not isinstance(start, int):

@@ -38,25 +38,36 @@ def alive(pid: int) -> bool:
         return False
 
 
+def map_file(path: str, size: int, create: bool) -> mmap.mmap:
+    """`size` bytes of the file at `path`, mapped shared: made (zero-filled) when `create`, else opened."""
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+    try:
+        if create:
+            # the pages are taken now: a full /dev/shm fails here (the caller then does without), not as
+            # a SIGBUS at some later write
+            os.posix_fallocate(fd, 0, size)
+        return mmap.mmap(fd, size)
+    except OSError:
+        if create:
+            os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+def close_map(m: mmap.mmap) -> None:
+    try:
+        m.close()
+    except BufferError:           # a view still alive somewhere: the mapping goes with the process
+        pass
+
+
 class ShmGather:
     """One member's view of the segment at `path` (rank 0 creates it before the others open it)."""
 
     def __init__(self, path: str, rank: int, world: int, create: bool):
         self.rank, self.world, self.round = rank, world, 0
-        size = HEADER * world + 2 * world * SLOT_BYTES
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
-        try:
-            if create:
-                # the pages are taken now: a full /dev/shm fails here (the group then uses gloo),
-                # not as a SIGBUS at some later write
-                os.posix_fallocate(fd, 0, size)
-            self.map = mmap.mmap(fd, size)
-        except OSError:
-            if create:
-                os.unlink(path)
-            raise
-        finally:
-            os.close(fd)
+        self.map = map_file(path, HEADER * world + 2 * world * SLOT_BYTES, create)
         head = np.frombuffer(self.map, dtype=np.int64, count=HEADER * world // 8).reshape(world, HEADER // 8)
         self.seq, self.pids = head[:, 0], head[:, 1]
         self.slots = np.frombuffer(self.map, dtype=np.uint8, offset=HEADER * world).reshape(2, world, SLOT_BYTES)
@@ -101,7 +112,4 @@ class ShmGather:
 
     def close(self) -> None:
         self.seq = self.pids = self.slots = None
-        try:
-            self.map.close()
-        except BufferError:           # a view still alive somewhere: the mapping goes with the process
-            pass
+        close_map(self.map)
