@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/evoplat report $$(ls -dt runs/es_mnist-* | head -n 1)
 
 test: $(STAMP)
-	$(DATA_ENV) $(BIN)/python -m pytest -q tests
+	$(DATA_ENV) $(BIN)/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs
