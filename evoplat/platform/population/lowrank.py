@@ -65,22 +65,21 @@ class RecentFactors:
         gen, buf, filled, stamps = cls._current.get(base_id, (None, None, None, None))
         if gen != generation or buf.shape != (num_keys, dim):
             cls._current.clear()           # one generation of one run's noise at a time
-            gen, buf, filled, stamps = generation, None, [], None
             if cls._shared is not None and cls._shared[1].shape[1:] == (num_keys, dim):
                 stamps, buf = cls._shared[0][generation % 2], cls._shared[1][generation % 2]
             else:
-                buf = torch.empty(num_keys, dim)
-            cls._current[base_id] = (gen, buf, filled, stamps)
+                stamps, buf = None, torch.empty(num_keys, dim)
+            cls._current[base_id] = (generation, buf, [], stamps)
         return buf[k0:k1]
 
     @classmethod
     def mark(cls, base_id, generation: int, k0: int, k1: int) -> None:
         """Rows [k0, k1) of `generation`'s buffer now hold their keys' factors."""
         gen, _, filled, stamps = cls._current.get(base_id, (None, None, None, None))
-        if gen == generation:
+        if gen == generation and stamps is not None:
+            stamps[k0:k1] = generation + 1         # 0: never written
+        elif gen == generation:
             filled.append((k0, k1))
-            if stamps is not None:
-                stamps[k0:k1] = generation + 1     # 0: never written
 
     @classmethod
     def buffer(cls, base_id, generation: int):
