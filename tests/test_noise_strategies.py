@@ -11,8 +11,8 @@ import torch
 
 from evoplat.platform.population.noise import CounterNoise, NoiseTable, Population
 from evoplat.platform.population.shaping import centered_ranks, nes_utilities, sanitize
-from evoplat.platform.strategies import ElitistES, OpenAIES, SNES, StrategyState
-from evoplat.platform.strategies.optim import make_optimizer
+from evoplat.platform.strategies import PGPE, ElitistES, OpenAIES, SNES, StrategyState
+from evoplat.platform.strategies.optim import AdamFactory, make_optimizer
 
 
 def test_noise_is_identical_in_another_process():
@@ -182,6 +182,32 @@ def test_tell_leaves_the_state_it_is_given_as_it_was(optimizer):
     assert torch.equal(a.center, b.center)
     for k, v in before["opt_state"]["state"][0].items():
         assert torch.equal(state.opt_state["state"][0][k], v), k
+
+
+@pytest.mark.parametrize("make", [
+    lambda: OpenAIES(8, 0.1, make_optimizer("adam", 0.01), weight_decay=0.01),
+    lambda: OpenAIES(8, 0.1, make_optimizer("sgd", 0.01)),
+    lambda: PGPE(8, 0.1, make_optimizer("adam", 0.01)),
+    lambda: SNES(8, 0.1),
+])
+def test_an_owned_state_advances_in_place_to_the_same_bits(make):
+    # The workers' loop hands over the states it made itself (owned): a strategy that can then updates
+    # their tensors rather than copies, to the same next state as from a state kept elsewhere.
+    from evoplat.platform.population.generation import advance
+    strat = make()
+    _, state = _drive(strat, 3, dim=6)
+    noise = CounterNoise(0, 6)
+    for f in (np.arange(8, dtype=np.float32), np.arange(8, 0, -1, dtype=np.float32)):
+        kept = copy.deepcopy(state)
+        pure, _ = advance(strat, kept, f, noise, strat.ask(kept))
+        owned, _ = advance(strat, state, f, noise, strat.ask(state), owned=True)
+        assert torch.equal(pure.center, owned.center) and torch.equal(torch.as_tensor(pure.sigma),
+                                                                     torch.as_tensor(owned.sigma))
+        for k, v in pure.opt_state.get("state", {}).get(0, {}).items():
+            assert torch.equal(owned.opt_state["state"][0][k], v), k
+        # with Adam's fused step, in place indeed: the owned state's center is the new one
+        assert (owned.center is state.center) == isinstance(getattr(strat, "make_optimizer", None), AdamFactory)
+        state = owned
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])

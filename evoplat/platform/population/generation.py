@@ -48,11 +48,17 @@ def generation_info(fitness: np.ndarray, pop, eval_s: float, tell_s: float, nois
     )
 
 
-def advance(strategy, state, fitness, noise, pop, merge_task_state=None, task_rows=None):
+def advance(strategy, state, fitness, noise, pop, merge_task_state=None, task_rows=None, owned=False):
     """The state after a generation: the strategy's update and, for a task with a running state
     (state.extra["task"]), that state merged with the rows its members sent back (in member order) by
-    `merge_task_state(task_state, rows)`. The members acted under the task state of the generation before."""
-    new, info = strategy.tell(state, fitness, noise, pop)
+    `merge_task_state(task_state, rows)`. The members acted under the task state of the generation before.
+
+    `owned`: nothing but the caller holds `state`, and the caller drops it: a strategy that can
+    (`updates_in_place`) then updates its tensors instead of copies (the same bits)."""
+    if owned and getattr(strategy, "updates_in_place", False):
+        new, info = strategy.tell(state, fitness, noise, pop, in_place=True)
+    else:
+        new, info = strategy.tell(state, fitness, noise, pop)
     if task_rows is not None:
         new = dataclasses.replace(new, extra={**new.extra, "task": merge_task_state(state.extra["task"], task_rows)})
     return new, info

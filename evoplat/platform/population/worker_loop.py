@@ -81,7 +81,10 @@ class ESLoopHost:
             t0 = time.perf_counter()
             fitness, task_rows, noise_s, rss = self._gather(pop, task_state, ranges, rank, width)
             t1 = time.perf_counter()
-            state, info = advance(self.strategy, state, fitness, noise, pop, self.merge_task_state, task_rows)
+            # The states this call made are this worker's alone; the one it started from is held elsewhere
+            # too (the last call's result, or the driver's own in-process pool)
+            state, info = advance(self.strategy, state, fitness, noise, pop, self.merge_task_state, task_rows,
+                                  owned=bool(rows))
             # a center that came with the call counts once, on its first row
             shipped = pop.nbytes if not rows and not isinstance(start, int) else 0
             info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss, shipped))

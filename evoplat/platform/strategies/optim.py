@@ -22,10 +22,12 @@ class AdamFactory:
             return torch.optim.Adam(params, lr=self.lr)
 
     @staticmethod
-    def step(center: torch.Tensor, grad: torch.Tensor, opt_state: dict) -> Optional[tuple[torch.Tensor, dict]]:
+    def step(center: torch.Tensor, grad: torch.Tensor, opt_state: dict,
+             in_place: bool = False) -> Optional[tuple[torch.Tensor, dict]]:
         """The step torch.optim.Adam takes from `opt_state` (a state dict it wrote), as the same fused kernel
-        call on copies, without building an optimizer and its state dict: half the update's optimizer
-        time at low rank. None when the state is not one that call reproduces exactly."""
+        call on copies (`in_place`: on `center` and `opt_state`'s own tensors), without building an
+        optimizer and its state dict: half the update's optimizer time at low rank. None when the state
+        is not one that call reproduces exactly."""
         groups = opt_state.get("param_groups", [])
         if len(groups) != 1 or set(opt_state["state"]) != {0}:
             return None
@@ -33,8 +35,8 @@ class AdamFactory:
         if not g.get("fused") or g["amsgrad"] or g["capturable"] or g["differentiable"] or g["maximize"]:
             return None
         s = opt_state["state"][0]
-        param, step = center.clone(), s["step"].clone()
-        exp_avg, exp_avg_sq = s["exp_avg"].clone(), s["exp_avg_sq"].clone()
+        own = (lambda t: t) if in_place else torch.Tensor.clone
+        param, step, exp_avg, exp_avg_sq = (own(t) for t in (center, s["step"], s["exp_avg"], s["exp_avg_sq"]))
         args = dict(amsgrad=False, beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
                     weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
         kernel = getattr(torch, "_fused_adam_", None)
@@ -63,10 +65,13 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9,
     raise ValueError(f"unknown optimizer {name}")
 
 
-def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state: dict) -> tuple[torch.Tensor, dict]:
-    """One optimizer step of `center` along `grad` (a descent direction convention); returns copies."""
+def apply_gradient(make_opt, center: torch.Tensor, grad: torch.Tensor, opt_state: dict,
+                   in_place: bool = False) -> tuple[torch.Tensor, dict]:
+    """One optimizer step of `center` along `grad` (a descent direction convention); returns copies, or
+    (`in_place`, where the optimizer can: Adam's fused step) `center` and `opt_state`'s tensors updated.
+    In place saves the copies of the center and both moments: a tenth of a low-rank P-ES update."""
     if opt_state and isinstance(make_opt, AdamFactory):
-        done = make_opt.step(center, grad, opt_state)
+        done = make_opt.step(center, grad, opt_state, in_place)
         if done is not None:
             return done
     param = torch.nn.Parameter(center.clone())

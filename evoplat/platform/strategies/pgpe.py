@@ -35,8 +35,11 @@ class PGPE:
         return Population(center=state.center.numpy(), scale=state.sigma.numpy(), size=self.popsize,
                           generation=state.generation, antithetic=True)
 
+    updates_in_place = True
+
     @thread_independent
-    def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population):
+    def tell(self, state: StrategyState, fitness, noise: CounterNoise, pop: Population, in_place: bool = False):
+        """The next state; `in_place` as for OpenAIES.tell (the center and an Adam optimizer's moments)."""
         half = self.shaping(fitness) / 2.0
         pairs = self.popsize // 2
         sigma = state.sigma
@@ -45,7 +48,8 @@ class PGPE:
         z2.sub_(float(np.sum(half)))
         grad_sigma = z2.mul_(sigma).div_(pairs)
         # ascent on the fitness = descent along -grad for the optimizer, which minimises
-        center, opt_state = apply_gradient(self.make_optimizer, state.center, grad_center.neg_(), state.opt_state)
+        center, opt_state = apply_gradient(self.make_optimizer, state.center, grad_center.neg_(), state.opt_state,
+                                           in_place)
         new_sigma = sigma + self.sigma_lr * grad_sigma
         if self.sigma_max_change:
             bound = sigma.abs() * self.sigma_max_change
