@@ -92,11 +92,12 @@ def time_es(cfg, pool, generations: int, warmup: int = 3) -> dict:
     from evoplat.platform.population.generation import ESGeneration
     strategy, noise, state = driver_side(cfg)
     loop = ESGeneration(pool, strategy, noise, cfg.runtime.chunk_size)
-    for _ in range(warmup):
-        state, _, _ = loop.step(state)
+    # owned after the first step, as in a run (ESTrainer.step)
+    for g in range(warmup):
+        state, _, _ = loop.step(state, owned=g > 0)
     infos, t0 = [], time.perf_counter()
     for _ in range(generations):
-        state, info, _ = loop.step(state)
+        state, info, _ = loop.step(state, owned=True)
         infos.append(info)
     return _rates(infos, time.perf_counter() - t0)
 

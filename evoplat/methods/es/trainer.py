@@ -66,6 +66,7 @@ class ESTrainer(Trainer):
     @state.setter
     def state(self, value: StrategyState) -> None:
         self._state = value
+        self._made_here = False           # a state from elsewhere (the start, a checkpoint) may be held there
         if self.ahead is not None:
             self.ahead.reset(value)
 
@@ -80,7 +81,10 @@ class ESTrainer(Trainer):
                 info = self.ahead.next_row(self.horizon - self.steps_done, nxt)
             g = self.steps_done + 1
         else:
-            self.state, info, _ = self.generation.step(self.state)
+            # A state this loop made is held by nothing else (checkpoints take copies), unless a histogram
+            # row keeps its center: then the strategy may update it in place
+            self._state, info, _ = self.generation.step(self._state, owned=self._made_here and not histograms)
+            self._made_here = True
             g = self.state.generation
         row = {"generation": g, **info, "retries": self.workers.stats.retries,
                "timeouts": self.workers.stats.timeouts}

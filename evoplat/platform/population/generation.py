@@ -72,7 +72,8 @@ class ESGeneration:
         self.pool, self.strategy, self.noise = pool, strategy, noise
         self.chunk_size, self.merge_task_state = chunk_size, merge_task_state
 
-    def step(self, state):
+    def step(self, state, owned: bool = False):
+        """(next state, metrics row, fitness); `owned` as for `advance`."""
         pop = self.strategy.ask(state)
         task_state = state.extra.get("task") if self.merge_task_state else None
         t0 = time.perf_counter()
@@ -84,7 +85,7 @@ class ESGeneration:
         fitness = np.concatenate([p["fitness"] for p in parts])
         rows = np.concatenate([p["task_rows"] for p in parts]) if task_state is not None else None
         t1 = time.perf_counter()
-        state, info = advance(self.strategy, state, fitness, self.noise, pop, self.merge_task_state, rows)
+        state, info = advance(self.strategy, state, fitness, self.noise, pop, self.merge_task_state, rows, owned)
         info.update(generation_info(
             fitness, pop, t_eval, time.perf_counter() - t1, float(sum(p["noise_s"] for p in parts)),
             max(float(p.get("peak_rss_mb", 0.0)) for p in parts), pop.nbytes))
