@@ -191,7 +191,7 @@ def test_tell_leaves_the_state_it_is_given_as_it_was(optimizer):
     lambda: SNES(8, 0.1),
 ])
 def test_an_owned_state_advances_in_place_to_the_same_bits(make):
-    # The workers' loop hands over the states it made itself (owned): a strategy that can then updates
+    # The ES loops hand over the states they made themselves (owned): a strategy that can then updates
     # their tensors rather than copies, to the same next state as from a state kept elsewhere.
     from evoplat.platform.population.generation import advance
     strat = make()
