@@ -15,9 +15,10 @@ Sections (each writes its own results file):
          fitness back, on 2 Ray workers -> results/es_pool_overhead.md
   gather the workers' loop (2 Ray workers) with its all-gathers through shared memory vs gloo, pools
          alternating -> results/es_gather.md
-  paired low rank r=1: the workers' loop (2 Ray workers, spans of 10) against the in-process run on 2
-         threads (one chunk of 256, and --chunk), all three kept running and timed in turns, so each
-         ratio compares timings seconds apart, not minutes as in `pes` -> results/es_paired.md
+  paired low rank r=1 (or full rank: --perturbation full): the workers' loop (2 Ray workers, spans of 10)
+         against the in-process run on 2 threads (one chunk of 256, and --chunk), all three kept running
+         and timed in turns, so each ratio compares timings seconds apart, not minutes as in `pes`
+         -> results/es_paired.md (full rank: results/es_paired_full.md)
 
     python benchmarks/bench_es_throughput.py --data-root /work/shared/data --section pes [--generations 20] [--rounds 3]
 """
@@ -281,15 +282,16 @@ def section_gather(args) -> None:
 
 
 def section_paired(args) -> None:
-    """Low rank's ratio target, measured in pairs: the three settings stay up (an in-process process each,
+    """The ratio target (low rank, or --perturbation full), measured in pairs: the three settings stay up (an in-process process each,
     one Ray pool) and take turns of --generations generations, round after round; each round's ratio
     holds the workers' loop against the faster in-process turn of the same round."""
     import ray
     names = ("local, 2 threads, one chunk of 256", f"local, 2 threads, chunk {args.chunk}",
              "ray, 2 workers, worker loop, spans of 10")
-    locals_ = [LocalRunner("lowrank", chunk, args.data_root) for chunk in (256, args.chunk)]
+    kind = args.perturbation
+    locals_ = [LocalRunner(kind, chunk, args.data_root) for chunk in (256, args.chunk)]
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    cfg = pes_config("lowrank", 1, chunk=args.chunk, workers=2, loop="workers")
+    cfg = pes_config(kind, 1, chunk=args.chunk, workers=2, loop="workers")
     pool = ray_pool(cfg, args.data_root, 2)
     runs = {name: [] for name in names}
     peaks = []
@@ -306,8 +308,9 @@ def section_paired(args) -> None:
         for r in locals_:
             r.close()
     ratios = [w["gen_s"] / max(a["gen_s"], b["gen_s"]) for a, b, w in zip(*runs.values())]
-    lines = [header("Low rank: the workers' loop against the in-process run, timed in alternating turns"),
-             f"- P-ES, OpenAI-ES, low rank r=1, table noise; {args.rounds} rounds, each a turn of "
+    label = "low rank r=1" if kind == "lowrank" else "full rank"
+    lines = [header(f"{label.capitalize()}: the workers' loop against the in-process run, timed in alternating turns"),
+             f"- P-ES, OpenAI-ES, {label}, table noise; {args.rounds} rounds, each a turn of "
              f"{args.generations} generations (after 3 warm-up) of every setting in the order below, all "
              "three set up once and kept running (the in-process ones each in a process of their own "
              "without Ray, idle while the others run); each cell: the median over rounds [min-max]",
@@ -321,7 +324,7 @@ def section_paired(args) -> None:
     lines.append(f"\n`{names[2]}` / the faster in-process turn of the same round, round by round: "
                  f"{', '.join(f'{x:.2f}x' for x in ratios)} (median **{statistics.median(ratios):.2f}x**, "
                  f"{sum(x >= 0.95 for x in ratios)} of {len(ratios)} rounds >= 0.95x)")
-    write("es_paired", "\n".join(lines) + "\n")
+    write("es_paired" if kind == "lowrank" else "es_paired_full", "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -335,6 +338,7 @@ def main() -> None:
     p.add_argument("--popsizes", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536])
     p.add_argument("--scale-chunk", type=int, default=256)
     p.add_argument("--scale-generations", type=int, default=3)
+    p.add_argument("--perturbation", choices=["lowrank", "full"], default="lowrank", help="paired: which kind")
     args = p.parse_args()
     args.load = uptime()
     {"pes": section_pes, "nodes": section_nodes, "scale": section_scale,

@@ -100,6 +100,23 @@ def test_tied_members_share_their_weight_and_a_tied_population_does_not_move():
         assert torch.equal(after.center, state.center)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_workers_summing_their_own_parameter_ranges_get_the_whole_sums_bits(world):
+    # The workers' loop at full rank: each worker sums its range of the parameters over all keys (SplitSums);
+    # the ranges put together must be the whole sum to the bit, first and second powers, odd dims included.
+    from evoplat.platform.population.split_sums import parameter_ranges
+    for dim in (101_770, 1_001, 70):
+        noise = NoiseTable(4, dim, 4 * dim)
+        pop = Population(center=np.zeros(dim, np.float32), scale=0.1, size=64, generation=3, antithetic=True)
+        coeffs = np.random.default_rng(dim).normal(size=64)
+        whole = noise.combine_both(pop, coeffs)
+        ranges = parameter_ranges(dim, world)
+        assert ranges[0][0] == 0 and ranges[-1][1] == dim and all(a % 64 == 0 for a, b in ranges if b > a)
+        parts = [noise._sums(pop, coeffs, (1, 2), 256, a, b) for a, b in ranges]
+        for power in (0, 1):
+            assert np.array_equal(np.concatenate([p[power] for p in parts]), whole[power]), (dim, power)
+
+
 def _drive(strategy, steps, dim=20, seed=0):
     """Maximise -||x - 1||^2 with exact fitness; returns the final distance to the optimum."""
     noise = CounterNoise(seed, dim)

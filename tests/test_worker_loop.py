@@ -58,7 +58,7 @@ def test_worker_ranges_cover_the_population_in_chunk_aligned_shares():
         assert all(a % chunk == 0 for a, b in ranges if b > a)
 
 
-@pytest.mark.parametrize("perturbation,counts", [("lowrank", (1, 2, 3, "local")), ("full", (2, "gloo"))])
+@pytest.mark.parametrize("perturbation,counts", [("lowrank", (1, 2, 3, "local")), ("full", (2, 3, "gloo"))])
 def test_worker_loop_gives_the_driver_loops_weights_bit_for_bit(ray_local, tmp_path, perturbation, counts):
     _, ref = run_in(_config(perturbation), tmp_path / "driver")
     for n in counts:

@@ -163,13 +163,18 @@ class KeyedNoise:
         noise: each vector read, or with counter noise drawn, once (PGPE's and SNES's update)."""
         return self._sums(pop, coeffs, (1, 2), chunk)
 
-    def _sums(self, pop: Population, coeffs, powers: tuple, chunk: int) -> tuple:
+    def _sums(self, pop: Population, coeffs, powers: tuple, chunk: int, lo: int = 0, hi: int | None = None) -> tuple:
+        """The sums of `combine` / `combine_both` over parameters [lo, hi) (default all). Element-wise,
+        key by key: a range that starts at a multiple of 64 holds the same bits as those entries of the
+        whole sums (the kernels cut it into the same vector blocks)."""
+        hi = self.dim if hi is None else hi
         weights = [self.key_weights(pop, coeffs, p).astype(np.float32) for p in powers]
-        totals = [torch.zeros(self.dim, dtype=torch.float32) for _ in powers]
+        totals = [torch.zeros(hi - lo, dtype=torch.float32) for _ in powers]
         with fixed_threads():
             for a in range(0, pop.num_keys, chunk):
                 b = min(a + chunk, pop.num_keys)
                 for k, eps in zip(range(a, b), self.key_views(pop.generation, range(a, b))):
+                    eps = eps[lo:hi]
                     for power, w, total in zip(powers, weights, totals):
                         if w[k] == 0.0:
                             continue

@@ -29,6 +29,8 @@ from evoplat.platform.device import map_leaves
 from evoplat.platform.population.evaluator import ESEvaluator
 from evoplat.platform.population.generation import advance, generation_info, worker_ranges
 from evoplat.platform.population.lowrank import LowRankNoise, RecentFactors
+from evoplat.platform.population.noise import NoiseTable
+from evoplat.platform.population.split_sums import SplitSums
 from evoplat.platform.population.task import RunningState
 from evoplat.platform.runtime import collective
 from evoplat.platform.strategies import StrategyState, build_strategy
@@ -62,7 +64,8 @@ class ESLoopHost:
         self.merge_task_state = RunningState(self.evaluator.task).merge
         self.chunk = cfg.runtime.chunk_size
         self.state = None                 # where the last call ended: the next call usually goes on from it
-        self.sharing_group = None         # the group whose memory holds the low-rank factor rows
+        self.sharing_group = None         # the group the update is set up for (_join_update)
+        self.update_noise = None          # the noise as the update reads it: shared with the group
 
     def run(self, start, generations: int, rank: int) -> dict | None:
         """Run `generations` generations with the group from `start`: a state, or the generation number
@@ -70,8 +73,7 @@ class ESLoopHost:
         the final state, each generation's metrics row and (fitness values, task rows or None) (the other
         ranks hold the same and return None)."""
         state = self._start(start)
-        noise = self.evaluator.noise
-        self._share_factor_rows(state)
+        self._join_update(state, rank)
         ranges = worker_ranges(self.strategy.popsize, self.chunk, collective.world_size())
         width = max(b - a for a, b in ranges)
         rows, seen = [], []
@@ -83,8 +85,8 @@ class ESLoopHost:
             t1 = time.perf_counter()
             # The states this call made are this worker's alone; the one it started from is held elsewhere
             # too (the last call's result, or the driver's own in-process pool)
-            state, info = advance(self.strategy, state, fitness, noise, pop, self.merge_task_state, task_rows,
-                                  owned=bool(rows))
+            state, info = advance(self.strategy, state, fitness, self.update_noise, pop, self.merge_task_state,
+                                  task_rows, owned=bool(rows))
             # a center that came with the call counts once, on its first row
             shipped = pop.nbytes if not rows and not isinstance(start, int) else 0
             info.update(generation_info(fitness, pop, t1 - t0, time.perf_counter() - t1, noise_s, rss, shipped))
@@ -93,15 +95,20 @@ class ESLoopHost:
         self.state = state
         return {"state": to_wire(state), "rows": rows, "seen": seen} if rank == 0 else None
 
-    def _share_factor_rows(self, state) -> None:
-        """Low rank on one machine: keep the factor rows where every worker of the group reads them, so
-        no worker's update draws the rows of the keys the others evaluated (RecentFactors). Collective:
-        every member of a newly joined group gets here in the same call."""
+    def _join_update(self, state, rank: int) -> None:
+        """What the workers of a group on one machine share in the update. Low rank: the factor rows,
+        kept where every worker reads them, so no worker's update draws the rows of the keys the others
+        evaluated (RecentFactors). Full rank with a noise table: the noise sum, each worker summing its
+        range of the parameters (SplitSums). Collective: every member of a newly joined group gets here
+        in the same call."""
         if self.sharing_group == collective.group_id():
             return
         self.sharing_group = collective.group_id()
         noise, memory, num_keys, dim = self.evaluator.noise, None, 0, 0
-        if isinstance(noise, LowRankNoise) and collective.world_size() > 1:
+        world = collective.world_size()
+        split = isinstance(noise, NoiseTable) and world > 1 and collective.shared_memory()
+        self.update_noise = SplitSums(noise, rank, world) if split else noise
+        if isinstance(noise, LowRankNoise) and world > 1:
             num_keys, dim = self.strategy.ask(state).num_keys, noise.base.dim
             if num_keys * dim * 4 <= RecentFactors.max_bytes:
                 memory = collective.shared_buffer(RecentFactors.shared_bytes(num_keys, dim))
