@@ -6,7 +6,9 @@ once (52 MB a generation for P-ES) made it 4.9-5.0 ms where one process alone, i
 4.0-4.1. Here each worker sums its own range of the parameters over all keys, and the group all-gathers
 the ranges: each reads its share of every row. The sums are element-wise, key by key in key order, so a
 range that starts at a multiple of 64 holds the same bits as those entries of the whole sum
-(`KeyedNoise._sums`): the update stays bitwise that of the driver loop.
+(`KeyedNoise._sums`): the update stays bitwise that of the driver loop. Only where the group all-gathers
+through shared memory and a range fits its slots (64k parameters per worker): through gloo the gather
+would cost more than the split saves, so each worker sums everything, as before.
 """
 from __future__ import annotations
 
@@ -46,11 +48,16 @@ class SplitSums:
         return self._sums(pop, coeffs, (1, 2), chunk)
 
     def _sums(self, pop, coeffs, powers: tuple, chunk: int) -> tuple:
-        lo, hi = self.ranges[self.rank]
         width = max(b - a for a, b in self.ranges)
-        mine = torch.zeros(len(powers), width)
-        for row, part in zip(mine, self.noise._sums(pop, coeffs, powers, chunk, lo, hi)):
-            row[: hi - lo] = torch.from_numpy(part)
-        parts = collective.all_gather(mine)
-        return tuple(np.concatenate([p[i, : b - a].numpy() for p, (a, b) in zip(parts, self.ranges)])
-                     for i in range(len(powers)))
+        if not collective.gathers_in_shared_memory(4 * width):
+            # a range too large for the shared slots would go through gloo, slower than it saves: each
+            # worker sums it all (the same decision everywhere: it depends on sizes only)
+            return self.noise._sums(pop, coeffs, powers, chunk)
+        lo, hi = self.ranges[self.rank]
+        sums = []
+        for part in self.noise._sums(pop, coeffs, powers, chunk, lo, hi):
+            mine = torch.zeros(width)
+            mine[: hi - lo] = torch.from_numpy(part)
+            parts = collective.all_gather(mine)
+            sums.append(np.concatenate([p[: b - a].numpy() for p, (a, b) in zip(parts, self.ranges)]))
+        return tuple(sums)

@@ -161,6 +161,11 @@ def shared_memory() -> bool:
     return _segment is not None
 
 
+def gathers_in_shared_memory(nbytes: int) -> bool:
+    """Would an all-gather of `nbytes` per member go through shared memory (not gloo)?"""
+    return _segment is not None and nbytes <= shm_gather.SLOT_BYTES
+
+
 def world_size() -> int:
     import torch.distributed as dist
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
