@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evoplat.platform.population.noise import NoiseTable
 from evoplat.platform.runtime import collective
 
 ALIGN = 64          # floats: every range starts where the element-wise kernels start a vector block
@@ -25,6 +26,16 @@ def parameter_ranges(dim: int, world: int) -> list[tuple[int, int]]:
     per = -(-dim // world)
     per = -(-per // ALIGN) * ALIGN
     return [(min(r * per, dim), min((r + 1) * per, dim)) for r in range(world)]
+
+
+def update_noise(noise, rank: int, world: int):
+    """`noise` as the update of worker `rank` of a group of `world` reads it: SplitSums for table noise
+    where the ranges go through the shared slots, else `noise` itself (each worker sums everything). The
+    same in every worker: it depends on sizes only."""
+    width = max(b - a for a, b in parameter_ranges(noise.dim, world))
+    if isinstance(noise, NoiseTable) and world > 1 and collective.gathers_in_shared_memory(4 * width):
+        return SplitSums(noise, rank, world)
+    return noise
 
 
 class SplitSums:
@@ -49,10 +60,6 @@ class SplitSums:
 
     def _sums(self, pop, coeffs, powers: tuple, chunk: int) -> tuple:
         width = max(b - a for a, b in self.ranges)
-        if not collective.gathers_in_shared_memory(4 * width):
-            # a range too large for the shared slots would go through gloo, slower than it saves: each
-            # worker sums it all (the same decision everywhere: it depends on sizes only)
-            return self.noise._sums(pop, coeffs, powers, chunk)
         lo, hi = self.ranges[self.rank]
         sums = []
         for part in self.noise._sums(pop, coeffs, powers, chunk, lo, hi):

@@ -29,8 +29,7 @@ from evoplat.platform.device import map_leaves
 from evoplat.platform.population.evaluator import ESEvaluator
 from evoplat.platform.population.generation import advance, generation_info, worker_ranges
 from evoplat.platform.population.lowrank import LowRankNoise, RecentFactors
-from evoplat.platform.population.noise import NoiseTable
-from evoplat.platform.population.split_sums import SplitSums
+from evoplat.platform.population.split_sums import update_noise
 from evoplat.platform.population.task import RunningState
 from evoplat.platform.runtime import collective
 from evoplat.platform.strategies import StrategyState, build_strategy
@@ -106,8 +105,7 @@ class ESLoopHost:
         self.sharing_group = collective.group_id()
         noise, memory, num_keys, dim = self.evaluator.noise, None, 0, 0
         world = collective.world_size()
-        split = isinstance(noise, NoiseTable) and world > 1 and collective.shared_memory()
-        self.update_noise = SplitSums(noise, rank, world) if split else noise
+        self.update_noise = update_noise(noise, rank, world)
         if isinstance(noise, LowRankNoise) and world > 1:
             num_keys, dim = self.strategy.ask(state).num_keys, noise.base.dim
             if num_keys * dim * 4 <= RecentFactors.max_bytes:

@@ -163,7 +163,7 @@ def shared_memory() -> bool:
 
 def gathers_in_shared_memory(nbytes: int) -> bool:
     """Would an all-gather of `nbytes` per member go through shared memory (not gloo)?"""
-    return _segment is not None and nbytes <= shm_gather.SLOT_BYTES
+    return _segment is not None and _segment.fits(nbytes)
 
 
 def world_size() -> int:
@@ -177,7 +177,7 @@ def all_gather(mine: torch.Tensor) -> list[torch.Tensor]:
     if world_size() == 1:
         return [mine]
     try:
-        if _segment is not None and _segment.fits(mine):
+        if gathers_in_shared_memory(mine.numel() * mine.element_size()):
             return _segment.all_gather(mine, _timeout_s)
         parts = [torch.empty_like(mine) for _ in range(world_size())]
         dist.all_gather(parts, mine)

@@ -77,8 +77,8 @@ class ShmGather:
         """Has every member written its pid, and does each run where this process can see it?"""
         return all(p > 0 and alive(int(p)) for p in self.pids)
 
-    def fits(self, t: torch.Tensor) -> bool:
-        return t.numel() * t.element_size() <= SLOT_BYTES
+    def fits(self, nbytes: int) -> bool:
+        return nbytes <= SLOT_BYTES
 
     def all_gather(self, mine: torch.Tensor, timeout_s: float) -> list[torch.Tensor]:
         """Every member's `mine`, in rank order; ConnectionError if a peer is gone, TimeoutError if one
