@@ -24,6 +24,7 @@ from evoplat.platform.runtime.collective import CollectiveError
 from evoplat.platform.runtime.pool import LOST_ERRORS, PoolError
 
 log = logging.getLogger("evoplat.pool")
+SCALARS = (int, float, str, type(None))
 
 
 class GroupBroken(Exception):
@@ -114,7 +115,10 @@ class Gang:
             shared = call.shared
             if call.fresh_shared is not None and self.sent == 0:
                 shared = call.fresh_shared() if callable(call.fresh_shared) else call.fresh_shared
-            refs = [ray.put(s) for s in shared]
+            # One object-store entry per shared value, read by every worker; a scalar (the generation a
+            # span goes on from) rides inside each task instead: an entry costs the raylet work on
+            # every call, about a third of its CPU in a low-rank workers' loop
+            refs = [s if isinstance(s, SCALARS) else ray.put(s) for s in shared]
             call.refs = [a.call.remote(call.method, *refs, *args)
                          for a, args in zip(self.pool.actors, call.per_rank)]
             call.epoch = self.epoch
