@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evoplat.platform.population.noise import NoiseTable
+from evoplat.platform.population.noise import KeyedNoise, NoiseTable
 from evoplat.platform.runtime import collective
 
 ALIGN = 64          # floats: every range starts where the element-wise kernels start a vector block
@@ -46,24 +46,20 @@ class SplitSums:
     def __init__(self, noise, rank: int, world: int):
         self.noise, self.rank = noise, rank
         self.ranges = parameter_ranges(noise.dim, world)
+        self.width = max(b - a for a, b in self.ranges)
 
     def __getattr__(self, name):
         return getattr(self.noise, name)
 
-    def combine(self, pop, coeffs, power: int = 1, chunk: int = 256) -> np.ndarray:
-        if power not in (1, 2):
-            raise ValueError(f"combine sums first or second powers, not {power}")
-        return self._sums(pop, coeffs, (power,), chunk)[0]
-
-    def combine_both(self, pop, coeffs, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        return self._sums(pop, coeffs, (1, 2), chunk)
+    # The noise's own entry points, calling this class's `_sums`
+    combine = KeyedNoise.combine
+    combine_both = KeyedNoise.combine_both
 
     def _sums(self, pop, coeffs, powers: tuple, chunk: int) -> tuple:
-        width = max(b - a for a, b in self.ranges)
         lo, hi = self.ranges[self.rank]
         sums = []
         for part in self.noise._sums(pop, coeffs, powers, chunk, lo, hi):
-            mine = torch.zeros(width)
+            mine = torch.zeros(self.width)
             mine[: hi - lo] = torch.from_numpy(part)
             parts = collective.all_gather(mine)
             sums.append(np.concatenate([p[: b - a].numpy() for p, (a, b) in zip(parts, self.ranges)]))
