@@ -117,6 +117,26 @@ def test_workers_summing_their_own_parameter_ranges_get_the_whole_sums_bits(worl
             assert np.array_equal(np.concatenate([p[power] for p in parts]), whole[power]), (dim, power)
 
 
+@pytest.mark.parametrize("popsize", [64, 1100])
+def test_long_table_vectors_start_on_rows_and_sum_as_key_by_key_adds_do(popsize):
+    # A full-rank table's vectors start at multiples of its row length, inside the table, and its sums
+    # (embedding_bag, by row; over several key blocks at the larger popsize) are the sums of the keys'
+    # vectors added one by one; short vectors (low-rank factors) keep offsets at any value.
+    from evoplat.platform.population.noise import KeyedNoise
+    dim = 40_001
+    noise = NoiseTable(4, dim, 1 << 22)
+    for g in range(20):
+        offs = noise.offsets(g, range(popsize))
+        assert (offs % 64 == 0).all() and (offs + dim <= noise.size).all() and len(np.unique(offs)) > 0.95 * popsize
+    assert (NoiseTable(4, 1_188).offsets(3, range(4096)) % 64 != 0).any()
+    pop = Population(center=np.zeros(dim, np.float32), scale=0.1, size=popsize, generation=3, antithetic=True)
+    coeffs = np.random.default_rng(popsize).normal(size=popsize)
+    rows = noise.combine_both(pop, coeffs)
+    one_by_one = KeyedNoise._sums(noise, pop, coeffs, (1, 2), 256)
+    for power in (0, 1):
+        np.testing.assert_allclose(rows[power], one_by_one[power], rtol=1e-4, atol=1e-4 * np.sqrt(popsize))
+
+
 def _drive(strategy, steps, dim=20, seed=0):
     """Maximise -||x - 1||^2 with exact fitness; returns the final distance to the optimum."""
     noise = CounterNoise(seed, dim)

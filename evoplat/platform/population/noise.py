@@ -12,12 +12,14 @@ with opposite signs; a strategy that evaluates its parent as member 0 gives that
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:                 # members.py imports this module: only the annotation needs it here
     from evoplat.platform.population.members import FullRankChunk
@@ -196,17 +198,33 @@ class NoiseTable(KeyedNoise):
     """Slices of a table of Gaussians that each process builds once from the run seed.
 
     `size` 0 picks max(2**24, 8 * dim) values (64 MiB at least). The table is never sent anywhere.
+
+    A long vector (a full-rank parameter vector, over LONG values) starts at a multiple of ROW: the table
+    is then a matrix of rows of ROW values, each key's vector a run of consecutive rows, and an update's
+    sum over keys one `embedding_bag` call (a bag per row of the result, the keys' rows weighted), not a
+    Python loop of one add per key: 2.5 instead of 3.4 ms for P-ES on one thread, 1.2 on two, where the
+    loop cannot use a second thread (each add hands Python's lock over). A bag is one thread's, summed
+    key by key in key order: the same bits on any thread count and over any range of rows. Short
+    vectors (low-rank factors) keep offsets at any value: their update never sums table rows.
     """
 
     _cache: dict = {}   # (seed, size) -> table, so a process builds each table once
+    _squares: dict = {}  # the same for the table's squares (the second-power sums of PGPE and SNES)
+    LONG, ROW = 16384, 64
+    KEY_BLOCK = 512     # keys per embedding_bag call: its indices stay a few MB at any popsize
 
     def __init__(self, seed: int, dim: int, size: int = 0):
         super().__init__(seed, dim)
         self.size = int(size) or max(2**24, 8 * self.dim)
-        if self.size < self.dim + 1:
+        self.align = self.ROW if self.dim > self.LONG else 1
+        self.rows = -(-self.dim // self.align)          # table rows a vector spans
+        need = max(self.dim + 1, self.rows * self.align)
+        if self.size < need:
             from evoplat.platform.config import ConfigError
             raise ConfigError(f"config error: es.noise_table_size={self.size} holds fewer values than the model's "
-                              f"{dim} parameters need; use 0 (automatic) or at least {dim + 1}")
+                              f"{dim} parameters need; use 0 (automatic) or at least {need}")
+        # how many places a vector may start at, `align` values apart, all of it inside the table
+        self.starts = self.size // self.align - self.rows + 1 if self.align > 1 else self.size - self.dim + 1
         key = (self.seed, self.size)
         if key not in self._cache:
             self._cache.clear()
@@ -226,7 +244,7 @@ class NoiseTable(KeyedNoise):
         """Table offsets of `keys` (int64), a hash of (seed, generation, key): vectorised, no generator
         per key (at popsize 65,536 one Philox generator per key would cost the driver ~0.5 s)."""
         return (_mix64(self.seed, generation, np.asarray(keys, dtype=np.uint64))
-                % np.uint64(self.size - self.dim + 1)).astype(np.int64)
+                % np.uint64(self.starts)).astype(np.int64) * self.align
 
     def offset(self, generation: int, key: int) -> int:
         return int(self.offsets(generation, [key])[0])
@@ -234,7 +252,7 @@ class NoiseTable(KeyedNoise):
     def block(self, generation: int, keys, out: Optional[np.ndarray] = None) -> np.ndarray:
         keys = np.asarray(list(keys), dtype=np.int64)
         offs = self.offsets(generation, np.maximum(keys, 0))
-        if self.dim <= 16384:
+        if self.dim <= self.LONG:
             # Short vectors (low-rank factors): one fancy index into the table's window view, ~3x faster
             # than a slice per key at 1,188 values and ~5x faster than an index-array gather at 50.
             # Long vectors copy row by row: the window index goes through a temporary, twice the copying.
@@ -250,6 +268,42 @@ class NoiseTable(KeyedNoise):
                 out[row] = self.table[a:a + self.dim]
         out[keys < 0] = 0.0
         return out
+
+    def _sums(self, pop: Population, coeffs, powers: tuple, chunk: int, lo: int = 0, hi: int | None = None) -> tuple:
+        """KeyedNoise's sums; for long vectors (`lo` a multiple of ROW) through `embedding_bag` on the
+        threads the update's caller has (see the class)."""
+        hi = self.dim if hi is None else hi
+        if self.align == 1 or lo % self.align or pop.num_keys == 0:
+            return super()._sums(pop, coeffs, powers, chunk, lo, hi)
+        weights = [torch.from_numpy(self.key_weights(pop, coeffs, p).astype(np.float32)) for p in powers]
+        starts = torch.from_numpy(self.offsets(pop.generation, range(pop.num_keys)) // self.align)
+        r0, r1 = lo // self.align, -(-hi // self.align)
+        row_ids = torch.arange(r0, r1)
+        totals = [None] * len(powers)
+        with fixed_threads(caller_threads()):
+            for k0 in range(0, pop.num_keys, self.KEY_BLOCK):
+                k = starts[k0:k0 + self.KEY_BLOCK]
+                index = (row_ids[:, None] + k[None, :]).reshape(-1)
+                bags = torch.arange(0, len(index), len(k))
+                for i, (power, w) in enumerate(zip(powers, weights)):
+                    part = F.embedding_bag(index, self._rows(power), bags, mode="sum",
+                                           per_sample_weights=w[k0:k0 + self.KEY_BLOCK].repeat(r1 - r0))
+                    totals[i] = part if totals[i] is None else totals[i].add_(part)
+        a = lo - r0 * self.align
+        return tuple(t.view(-1)[a:a + hi - lo].numpy() for t in totals)
+
+    def _rows(self, power: int) -> torch.Tensor:
+        """The table (power 1) or its squares (power 2, made on first use) as rows of `align` values."""
+        if power == 1:
+            table = self.table
+        else:
+            key = (self.seed, self.size, "squares")
+            if key not in self._squares:
+                self._squares.clear()
+                self._squares[key] = np.square(self.table)
+            table = self._squares[key]
+        n = self.size // self.align * self.align
+        return torch.from_numpy(table[:n]).view(-1, self.align)
 
     def vector(self, generation: int, key: int) -> np.ndarray:
         a = self.offset(generation, key)
@@ -308,6 +362,9 @@ def fixed_threads(n: int = 1):
     in every process, whatever that process's own setting.
     """
     before = torch.get_num_threads()
+    outermost = getattr(_outside, "threads", None) is None
+    if outermost:
+        _outside.threads = before
     if before != n:
         torch.set_num_threads(n)
     try:
@@ -315,3 +372,14 @@ def fixed_threads(n: int = 1):
     finally:
         if before != n:
             torch.set_num_threads(before)
+        if outermost:
+            _outside.threads = None
+
+
+_outside = threading.local()       # .threads: the count around this thread's outermost fixed_threads block
+
+
+def caller_threads() -> int:
+    """The torch threads of the code around this thread's outermost `fixed_threads` block (or now): what a
+    computation whose bits do not depend on the count may use inside an update."""
+    return getattr(_outside, "threads", None) or torch.get_num_threads()
