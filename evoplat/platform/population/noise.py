@@ -202,10 +202,10 @@ class NoiseTable(KeyedNoise):
     A long vector (a full-rank parameter vector, over LONG values) starts at a multiple of ROW: the table
     is then a matrix of rows of ROW values, each key's vector a run of consecutive rows, and an update's
     sum over keys one `embedding_bag` call (a bag per row of the result, the keys' rows weighted), not a
-    Python loop of one add per key: 2.5 instead of 3.4 ms for P-ES on one thread, 1.2 on two, where the
-    loop cannot use a second thread (each add hands Python's lock over). A bag is one thread's, summed
-    key by key in key order: the same bits on any thread count and over any range of rows. Short
-    vectors (low-rank factors) keep offsets at any value: their update never sums table rows.
+    Python loop of one add per key, which is slower on one thread and cannot use a second (each add hands
+    Python's lock over; docs/es.md has the timings). A bag is one thread's, summed key by key in key
+    order: the same bits on any thread count and over any range of rows. Short vectors (low-rank
+    factors) keep offsets at any value: their update never sums table rows.
     """
 
     _cache: dict = {}   # (seed, size) -> table, so a process builds each table once
