@@ -297,7 +297,7 @@ class NoiseTable(KeyedNoise):
         if power == 1:
             table = self.table
         else:
-            key = (self.seed, self.size, "squares")
+            key = (self.seed, self.size)
             if key not in self._squares:
                 self._squares.clear()
                 self._squares[key] = np.square(self.table)
@@ -353,13 +353,17 @@ def readonly_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array))
 
 
+_outside = threading.local()       # .threads: the count around this thread's outermost fixed_threads block
+
+
 @contextlib.contextmanager
 def fixed_threads(n: int = 1):
     """Run a block on `n` torch threads, then restore the caller's count.
 
     Reductions and element-wise kernels may split work (and so order floating-point sums, or pick
     vectorised vs scalar code for an element) by thread count; on a fixed count the result is the same
-    in every process, whatever that process's own setting.
+    in every process, whatever that process's own setting. The count outside a thread's outermost block
+    stays known (`caller_threads`) for work inside it whose bits no count changes.
     """
     before = torch.get_num_threads()
     outermost = getattr(_outside, "threads", None) is None
@@ -374,9 +378,6 @@ def fixed_threads(n: int = 1):
             torch.set_num_threads(before)
         if outermost:
             _outside.threads = None
-
-
-_outside = threading.local()       # .threads: the count around this thread's outermost fixed_threads block
 
 
 def caller_threads() -> int:
