@@ -15,7 +15,8 @@ import math
 import numpy as np
 import torch
 
-from evoplat.platform.population.noise import KeyedNoise, Population, fixed_threads
+from evoplat.platform.population.noise import KeyedNoise, Population
+from evoplat.platform.population.threads import fixed_threads
 
 
 class RecentFactors:

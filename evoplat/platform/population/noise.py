@@ -11,8 +11,6 @@ with opposite signs; a strategy that evaluates its parent as member 0 gives that
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
@@ -20,6 +18,8 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from evoplat.platform.population.threads import caller_threads, fixed_threads
 
 if TYPE_CHECKING:                 # members.py imports this module: only the annotation needs it here
     from evoplat.platform.population.members import FullRankChunk
@@ -200,16 +200,14 @@ class NoiseTable(KeyedNoise):
     `size` 0 picks max(2**24, 8 * dim) values (64 MiB at least). The table is never sent anywhere.
 
     A long vector (a full-rank parameter vector, over LONG values) starts at a multiple of ROW: the table
-    is then a matrix of rows of ROW values, each key's vector a run of consecutive rows, and an update's
-    sum over keys one `embedding_bag` call (a bag per row of the result, the keys' rows weighted), not a
-    Python loop of one add per key, which is slower on one thread and cannot use a second (each add hands
-    Python's lock over; docs/es.md has the timings). A bag is one thread's, summed key by key in key
+    is then a matrix of ROW-value rows, a key's vector a run of them, and an update's sum over keys one
+    `embedding_bag` call (a bag per row of the result), not a Python loop of one add per key: faster on
+    one thread, and it can use a second (docs/es.md). A bag is one thread's, summed key by key in key
     order: the same bits on any thread count and over any range of rows. Short vectors (low-rank
     factors) keep offsets at any value: their update never sums table rows.
     """
 
-    _cache: dict = {}   # (seed, size) -> table, so a process builds each table once
-    _squares: dict = {}  # the same for the table's squares (the second-power sums of PGPE and SNES)
+    _cache: dict = {}   # (seed, size) -> table, so a process builds each table once (and its squares)
     LONG, ROW = 16384, 64
     KEY_BLOCK = 512     # keys per embedding_bag call: its indices stay a few MB at any popsize
 
@@ -270,8 +268,7 @@ class NoiseTable(KeyedNoise):
         return out
 
     def _sums(self, pop: Population, coeffs, powers: tuple, chunk: int, lo: int = 0, hi: int | None = None) -> tuple:
-        """KeyedNoise's sums; for long vectors (`lo` a multiple of ROW) through `embedding_bag` on the
-        threads the update's caller has (see the class)."""
+        """KeyedNoise's sums; for long vectors (`lo` on a row) embedding_bag on the caller's threads."""
         hi = self.dim if hi is None else hi
         if self.align == 1 or lo % self.align or pop.num_keys == 0:
             return super()._sums(pop, coeffs, powers, chunk, lo, hi)
@@ -293,15 +290,14 @@ class NoiseTable(KeyedNoise):
         return tuple(t.view(-1)[a:a + hi - lo].numpy() for t in totals)
 
     def _rows(self, power: int) -> torch.Tensor:
-        """The table (power 1) or its squares (power 2, made on first use) as rows of `align` values."""
-        if power == 1:
-            table = self.table
-        else:
-            key = (self.seed, self.size)
-            if key not in self._squares:
-                self._squares.clear()
-                self._squares[key] = np.square(self.table)
-            table = self._squares[key]
+        """The table (power 1) or its squares (power 2: PGPE's and SNES's second sums, made on first use
+        and dropped with the table) as rows of `align` values."""
+        table = self.table
+        if power == 2:
+            key = (self.seed, self.size, "squares")
+            if key not in self._cache:
+                self._cache[key] = np.square(self.table)
+            table = self._cache[key]
         n = self.size // self.align * self.align
         return torch.from_numpy(table[:n]).view(-1, self.align)
 
@@ -351,36 +347,3 @@ def readonly_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.asarray(array))
-
-
-_outside = threading.local()       # .threads: the count around this thread's outermost fixed_threads block
-
-
-@contextlib.contextmanager
-def fixed_threads(n: int = 1):
-    """Run a block on `n` torch threads, then restore the caller's count.
-
-    Reductions and element-wise kernels may split work (and so order floating-point sums, or pick
-    vectorised vs scalar code for an element) by thread count; on a fixed count the result is the same
-    in every process, whatever that process's own setting. The count outside a thread's outermost block
-    stays known (`caller_threads`) for work inside it whose bits no count changes.
-    """
-    before = torch.get_num_threads()
-    outermost = getattr(_outside, "threads", None) is None
-    if outermost:
-        _outside.threads = before
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if before != n:
-            torch.set_num_threads(before)
-        if outermost:
-            _outside.threads = None
-
-
-def caller_threads() -> int:
-    """The torch threads of the code around this thread's outermost `fixed_threads` block (or now): what a
-    computation whose bits do not depend on the count may use inside an update."""
-    return getattr(_outside, "threads", None) or torch.get_num_threads()

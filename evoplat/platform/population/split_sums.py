@@ -18,7 +18,9 @@ import torch
 from evoplat.platform.population.noise import KeyedNoise, NoiseTable
 from evoplat.platform.runtime import collective
 
-ALIGN = 64          # floats: every range starts where the element-wise kernels start a vector block
+# Every range starts where the element-wise kernels start a vector block (64 floats) and, for a long
+# table vector, on a row of the table: its sum is then a range of the table's embedding_bag sum
+ALIGN = NoiseTable.ROW
 
 
 def parameter_ranges(dim: int, world: int) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ import functools
 
 import torch
 
-from evoplat.platform.population.noise import fixed_threads
+from evoplat.platform.population.threads import fixed_threads
 
 
 @dataclass
