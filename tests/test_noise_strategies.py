@@ -127,8 +127,8 @@ def test_long_table_vectors_start_on_rows_and_sum_as_key_by_key_adds_do(popsize)
     noise = NoiseTable(4, dim, 1 << 22)
     for g in range(20):
         offs = noise.offsets(g, range(popsize))
-        assert (offs % 64 == 0).all() and (offs + dim <= noise.size).all() and len(np.unique(offs)) > 0.95 * popsize
-    assert (NoiseTable(4, 1_188).offsets(3, range(4096)) % 64 != 0).any()
+        assert (offs % NoiseTable.ROW == 0).all() and (offs + dim <= noise.size).all() and len(np.unique(offs)) > 0.95 * popsize
+    assert (NoiseTable(4, 1_188).offsets(3, range(4096)) % NoiseTable.ROW != 0).any()
     pop = Population(center=np.zeros(dim, np.float32), scale=0.1, size=popsize, generation=3, antithetic=True)
     coeffs = np.random.default_rng(popsize).normal(size=popsize)
     rows = noise.combine_both(pop, coeffs)

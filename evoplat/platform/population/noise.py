@@ -208,7 +208,7 @@ class NoiseTable(KeyedNoise):
     """
 
     _cache: dict = {}   # (seed, size) -> table, so a process builds each table once (and its squares)
-    LONG, ROW = 16384, 64
+    LONG, ROW = 16384, 128
     KEY_BLOCK = 512     # keys per embedding_bag call: its indices stay a few MB at any popsize
 
     def __init__(self, seed: int, dim: int, size: int = 0):
