@@ -3,9 +3,9 @@
 P-ES: MNIST (evoplat's loader, the same tensors for both), MLP 784-128-10, popsize 256, minibatch 256
 per generation. EvoTorch: PGPE on SupervisedNE (stdev 0.02, ClipUp, centered ranks) in-process and, unless
 --no-ray, on 2 Ray actors (num_actors=2). evoplat: OpenAI-ES, full rank and low rank
-r=1, in-process (backend local) and on 2 Ray workers, driven by the driver (runtime.loop: driver, the
-default) and running the loop themselves (runtime.loop: workers, spans of 10 generations: ES's default
-eval_every). Same torch, same threads (--threads), and the fp32 GEMM peak measured here too. Installs
+r=1, in-process (backend local) and on 2 Ray workers, driven by the driver (runtime.loop: driver, what
+`auto` picks on a cluster of several nodes) and running the loop themselves (runtime.loop: workers, what
+`auto` picks on one machine; spans of 10 generations: ES's default eval_every). Same torch, same threads (--threads), and the fp32 GEMM peak measured here too. Installs
 nothing: EvoTorch is the optional extra `bench` (pip install evotorch); without it only evoplat is measured.
 
     python benchmarks/bench_es_vs_evotorch.py --data-root /work/shared/data [--generations 20] [--threads 2]

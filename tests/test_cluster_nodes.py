@@ -1,7 +1,8 @@
 """A population over a multi-node `ray.cluster_utils.Cluster` (a head plus 3 one-CPU worker nodes, all
 on this machine): members are evaluated on every node, and removing the node that is evaluating a
 member range mid-generation changes nothing in the result. Workers that run the loop themselves
-(`runtime.loop: workers`) form their gloo group across the nodes and reach the one-worker result.
+(`runtime.loop: workers`) form their gloo group across the nodes and reach the one-worker result; `runtime.loop: auto` keeps
+the driver loop on such a cluster.
 
 The cluster is private: random ports, no dashboard, and RAY_TMPDIR pointed at a temp folder so the
 `ray_current_cluster` file it writes never makes someone else's `ray.init()` connect here.
@@ -16,7 +17,9 @@ import pytest
 import ray
 
 from conftest import synthetic_config
+from evoplat.methods.es.trainer import ESTrainer
 from evoplat.platform.population.worker_loop import ESLoopHost
+from evoplat.platform.runtime.cluster import worker_nodes
 from evoplat.platform.runtime.pool import LocalPool, WorkerPool
 from test_faults_support import GUARD_S, Gate, gated_factory, run_generations, run_with_fault, same_tensor
 from test_worker_loop import span_center
@@ -90,6 +93,13 @@ def test_worker_loop_runs_across_the_nodes(cluster):
         pool.shutdown()
     alone = span_center(cfg, LocalPool(functools.partial(ESLoopHost, cfg, None, "cpu")), GENERATIONS + 2)
     assert pool.stats.retries == 0 and same_tensor(center, alone)
+
+
+def test_auto_keeps_the_driver_loop_across_nodes(cluster):
+    runtime = synthetic_config(runtime={"num_workers": WORKER_NODES}).runtime
+    assert runtime.loop == "auto" and worker_nodes(runtime) == WORKER_NODES    # the CPU-less head hosts none
+    assert ESTrainer._which_loop(runtime) == "driver"
+    assert worker_nodes(runtime.model_copy(update={"cpus_per_worker": 2.0})) == 0
 
 
 def test_node_removed_mid_generation_gives_same_weights(cluster):

@@ -3,7 +3,7 @@ gloo group. Same weights bit for bit as the driver loop for 1, 2 and 3 workers a
 kinds; a stop inside a span of generations checkpoints the state of the step it reports; a resumed run
 continues exactly; a worker killed or hung mid-span breaks the group, which is rebuilt and the span run
 again with the same result; a bug in the hosted code is raised at once, not retried, and the next call
-starts from a fresh group.
+starts from a fresh group. `runtime.loop: auto` picks the workers' loop on one node.
 """
 from __future__ import annotations
 
@@ -127,6 +127,14 @@ def test_a_resumed_worker_loop_run_ends_with_the_uninterrupted_weights(ray_local
     evoplat.run(_config(loop="workers"), resume=tmp_path / "split")
     from evoplat.platform.run.rundir import RunDirectory
     assert torch.equal(_center(RunDirectory.open_existing(tmp_path / "split")), _center(whole))
+
+
+def test_auto_runs_the_workers_loop_on_one_node_and_the_driver_loop_in_process(ray_local, tmp_path):
+    summary, run = run_in(_config(), tmp_path / "auto")           # runtime.loop left at its default
+    assert summary["loop"] == "workers"
+    assert run_in(_config(backend="local"), tmp_path / "local")[0]["loop"] == "driver"
+    assert run_in(_config(loop="driver"), tmp_path / "driver")[0]["loop"] == "driver"
+    assert build_config({"algorithm": "rso"}).runtime.loop == "auto"   # other methods: the driver's steps
 
 
 def test_worker_loop_is_for_es_only():

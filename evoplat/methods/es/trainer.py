@@ -15,6 +15,7 @@ from evoplat.platform.population.worker_loop import ESLoopHost, ESWorkerLoop
 from evoplat.platform.population.task import RunningState, fitness_object, make_task
 from evoplat.platform.run.context import HISTOGRAMS
 from evoplat.platform.run.trainer import Trainer, register_method
+from evoplat.platform.runtime.cluster import worker_nodes
 from evoplat.platform.strategies import StrategyState, build_strategy
 
 
@@ -36,7 +37,8 @@ class ESTrainer(Trainer):
         self.strategy = build_strategy(cfg.es)
         self.noise = make_es_noise(cfg, self.layout)
         self.ahead = None                 # the workers' loop, when they run it
-        if cfg.runtime.loop == "workers":
+        self.loop = self._which_loop(cfg.runtime)
+        if self.loop == "workers":
             self.workers = self.pool(functools.partial(ESLoopHost, cfg, self.data_root))
             self.ahead = ESWorkerLoop(self.workers, self.strategy, self.noise, cfg.runtime.loop_span_s,
                                       merge_task_state=self.running.merge)
@@ -45,6 +47,14 @@ class ESTrainer(Trainer):
             self.generation = ESGeneration(self.workers, self.strategy, self.noise, cfg.runtime.chunk_size,
                                            merge_task_state=self.running.merge)
         self.state = self.strategy.init(self.layout.flatten(self.model))
+
+    @staticmethod
+    def _which_loop(runtime) -> str:
+        if runtime.loop != "auto":
+            return runtime.loop
+        # Across nodes the driver loop is kept: it goes on with the workers left when a node is lost,
+        # where the workers' loop needs every worker back before its group can run again
+        return "workers" if runtime.backend == "ray" and worker_nodes(runtime) == 1 else "driver"
 
     def begin(self) -> None:
         self.state = self._with_task_state(self.state)
@@ -121,4 +131,4 @@ class ESTrainer(Trainer):
         self.state = self._with_task_state(StrategyState.from_dict(state["strategy"]))
 
     def summary(self) -> dict:
-        return {"generations": self.state.generation, "num_params": self.layout.size}
+        return {"generations": self.state.generation, "num_params": self.layout.size, "loop": self.loop}

@@ -228,13 +228,16 @@ class RuntimeConfig(StrictModel):
                                                                   "num_workers x cpus_per_worker if more: "
                                                                   "workers then share cores).")
     spread_nodes: bool = Field(True, description="Place workers with the SPREAD strategy across nodes.")
-    loop: Literal["driver", "workers"] = Field(
-        "driver", description="Who runs the generations (algorithm es). driver: the driver asks, ships the "
-                              "population, gathers fitness and updates, once per generation. workers: every "
-                              "worker holds the strategy too and runs many generations per call, trading "
-                              "fitness values with its peers directly (shared memory on one node, else a gloo "
-                              "group: the workers must reach each other over TCP); same results bit for bit, "
-                              "without a call per generation: pays off when generations are short.")
+    loop: Literal["auto", "driver", "workers"] = Field(
+        "auto", description="Who runs the generations (algorithm es). driver: the driver asks, ships the "
+                            "population, gathers fitness and updates, once per generation. workers: every "
+                            "worker holds the strategy too and runs many generations per call, trading "
+                            "fitness values with its peers directly (shared memory on one node, else a gloo "
+                            "group: the workers must reach each other over TCP); same results bit for bit, "
+                            "without a call per generation: pays off when generations are short. auto: "
+                            "workers when the Ray cluster has one node that can host them (a laptop, one "
+                            "machine), else driver, whose pool goes on with the workers left when a node "
+                            "is lost; driver with backend local and for methods other than es.")
     shared_memory: bool = Field(True, description="With loop: workers, workers that all run on one node "
                                                   "all-gather through a shared-memory segment (x86 with "
                                                   "/dev/shm; ~0.1-0.2 ms a generation instead of gloo's ~1 ms "

@@ -164,3 +164,16 @@ def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers:
     if not any(r.get("CPU", 0.0) >= cpus_per_worker and r.get("GPU", 0.0) >= gpus_per_worker for r in nodes):
         raise ClusterError(f"cluster error: no node of the Ray cluster has both {cpus_per_worker:g} CPUs and "
                            f"{gpus_per_worker:g} GPUs for one worker")
+
+
+def worker_nodes(runtime_cfg) -> int:
+    """How many live nodes could host one of the pool's workers (what `runtime.loop: auto` asks): 1
+    when Ray is not running yet and no address is given, since connect() will start a local instance."""
+    import ray
+    if not ray.is_initialized():
+        if not (runtime_cfg.address or os.environ.get("RAY_ADDRESS")):
+            return 1
+        connect(runtime_cfg.address)
+    return sum(1 for n in ray.nodes() if n.get("Alive")
+               and n.get("Resources", {}).get("CPU", 0.0) >= runtime_cfg.cpus_per_worker
+               and n.get("Resources", {}).get("GPU", 0.0) >= runtime_cfg.gpus_per_worker)
