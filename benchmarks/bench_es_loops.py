@@ -88,7 +88,8 @@ def main() -> None:
                          f"{median_range(r['gen_s'] for r in rs)} | {median_range((r['wall_s'] for r in rs), '{:.1f}')} | "
                          f"{accs} | "
                          f"{statistics.median(r['gen_s'] for r in rs) / base:.2f}x | {'yes' if same else 'NO'} |")
-    lines += ["", "generations/s: (last generation - first evaluation step) / the run's wall clock between them; "
+    lines += ["", "generations/s: (last generation - first evaluation step) / the run's wall clock between them, the "
+              "driver's evaluations and checkpoints included (with the workers' loop the next span runs meanwhile); "
               "process wall s: the whole `evoplat run`, Ray's start and the data included."]
     write("es_loops", "\n".join(lines) + "\n")
 
