@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,6 +136,16 @@ def test_auto_runs_the_workers_loop_on_one_node_and_the_driver_loop_in_process(r
     assert run_in(_config(backend="local"), tmp_path / "local")[0]["loop"] == "driver"
     assert run_in(_config(loop="driver"), tmp_path / "driver")[0]["loop"] == "driver"
     assert build_config({"algorithm": "rso"}).runtime.loop == "auto"   # other methods: the driver's steps
+
+
+def test_auto_asks_nothing_of_ray_before_the_local_instance_is_started():
+    # no Ray yet and no address: the pool will start a local instance, one node; nothing connects early
+    code = ("import ray; from evoplat.platform.config import build_config; "
+            "from evoplat.platform.runtime.cluster import worker_nodes; "
+            "print(worker_nodes(build_config({}).runtime), ray.is_initialized())")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False"]
 
 
 def test_worker_loop_is_for_es_only():
