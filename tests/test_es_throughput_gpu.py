@@ -1,4 +1,5 @@
-"""The batched ES evaluation on CUDA (runtime.gpus_per_worker > 0). Skipped where torch sees no GPU."""
+"""The batched ES evaluation on CUDA (runtime.gpus_per_worker > 0), alone and in the workers' loop. Skipped
+where torch sees no GPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,3 +48,18 @@ def test_evaluator_on_cuda_ranks_like_cpu(kind):
     pop = Population(center=cpu.forward.layout.flatten(cpu.forward.model).numpy(), scale=0.05, size=16, generation=1)
     a, b = cpu.evaluate(pop, 0, 16)["fitness"], gpu.evaluate(pop, 0, 16)["fitness"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["full", "lowrank"])
+def test_the_workers_loop_on_cuda_reaches_the_cpu_center(kind):
+    """`runtime.loop: auto` runs the workers' loop on a one-GPU machine: evaluation on the GPU, the update
+    on the host, the same center as on the CPU up to float rounding."""
+    import functools
+    from evoplat.platform.population.worker_loop import ESLoopHost
+    from evoplat.platform.runtime.pool import LocalPool
+    from test_worker_loop import span_center
+    cfg = synthetic_config(es={"perturbation": kind, "popsize": 16, "rank": 2}, runtime={"chunk_size": 8})
+    cpu, gpu = (span_center(cfg, LocalPool(functools.partial(ESLoopHost, cfg, None, device)), 3)
+                for device in ("cpu", "cuda"))
+    assert gpu.device.type == "cpu"
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
