@@ -1,8 +1,8 @@
 """A population over a multi-node `ray.cluster_utils.Cluster` (a head plus 3 one-CPU worker nodes, all
 on this machine): members are evaluated on every node, and removing the node that is evaluating a
 member range mid-generation changes nothing in the result. Workers that run the loop themselves
-(`runtime.loop: workers`) form their gloo group across the nodes and reach the one-worker result; `runtime.loop: auto` keeps
-the driver loop on such a cluster.
+(`runtime.loop: workers`) form their gloo group across the nodes and reach the one-worker result;
+`runtime.loop: auto` keeps the driver loop on such a cluster.
 
 The cluster is private: random ports, no dashboard, and RAY_TMPDIR pointed at a temp folder so the
 `ray_current_cluster` file it writes never makes someone else's `ray.init()` connect here.
