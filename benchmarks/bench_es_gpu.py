@@ -1,12 +1,15 @@
 """ES generations/s on a GPU: P-ES (MLP 784-128-10, popsize 256, minibatch 256) and a 1M-parameter MLP
 (784-1024-256-10, 1,068,810 parameters), full and low rank, with the GPU's own fp32 GEMM peak and the
-peak GPU memory. Run through benchmarks/gpu.sh; `--device cpu` exercises the same code without a GPU.
+peak GPU memory; then P-ES on one Ray worker holding the GPU that runs the generations itself (the
+workers' loop: what `runtime.loop: auto` runs on a one-machine Ray instance). Run through
+benchmarks/gpu.sh; `--device cpu` exercises the same code without a GPU.
 
     python benchmarks/bench_es_gpu.py [--data-root DIR] [--generations 20] [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -15,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import local_pool, pes_config, time_es, uptime  # noqa: E402
+from _pes import local_pool, pes_config, time_es, time_worker_loop, uptime  # noqa: E402
 
 
 def gemm_peak(device: str, n: int = 4096) -> float:
@@ -33,6 +36,21 @@ def gemm_peak(device: str, n: int = 4096) -> float:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def on_a_ray_worker(cfg, data_root, device: str, generations: int) -> dict:
+    """P-ES timed with the workers' loop on one Ray worker that holds the device (a GPU: one of it)."""
+    from evoplat.platform.population.worker_loop import ESLoopHost
+    from evoplat.platform.runtime.cluster import connect
+    from evoplat.platform.runtime.pool import WorkerPool
+    connect()
+    pool = WorkerPool(functools.partial(ESLoopHost, cfg, data_root, device), 1, cpus_per_worker=1,
+                      gpus_per_worker=cfg.runtime.gpus_per_worker)
+    try:
+        pool.wait_ready(timeout=600)
+        return time_worker_loop(cfg, pool, generations)
+    finally:
+        pool.shutdown()
 
 
 def main() -> None:
@@ -60,9 +78,16 @@ def main() -> None:
             mem = torch.cuda.max_memory_allocated() / 2**20 if gpus else float("nan")
             rows.append((label, kind, r["gen_s"], r["eval_s"], r["tell_s"], mem))
             print(rows[-1], flush=True)
+    for kind in ("full", "lowrank"):
+        cfg = pes_config(kind, 1, chunk=args.chunk, workers=1, loop="workers")
+        cfg.runtime.gpus_per_worker = gpus
+        r = on_a_ray_worker(cfg, args.data_root, args.device, args.generations)
+        rows.append(("P-ES on 1 Ray worker, the workers' loop", kind, r["gen_s"], r["eval_s"], r["tell_s"], float("nan")))
+        print(rows[-1], flush=True)
     lines = [header(f"ES on {name}"), f"- fp32 GEMM peak (4096^3) on this device: **{peak:.0f} GFLOP/s**",
              f"- popsize 256, minibatch 256, chunk {args.chunk}, {args.generations} timed generations after 3 "
-             f"warm-up, in-process (backend local, runtime.gpus_per_worker={gpus:g}); load `{uptime()}`", "",
+             f"warm-up, in-process (backend local, runtime.gpus_per_worker={gpus:g}), then on one Ray worker "
+             f"(runtime.loop workers, spans of 10; its GPU memory is the worker's, not shown); load `{uptime()}`", "",
              "| problem | perturbation | generations/s | median eval_s (ms) | median tell_s (ms) | peak GPU memory (MB) |",
              "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {lab} | {k} | {g:.2f} | {1e3 * e:.1f} | {1e3 * t:.1f} | {m:.0f} |" for lab, k, g, e, t, m in rows]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ES on a GPU in one command: P-ES and a 1M-parameter MLP generations/s (full and low rank), the GPU's
-# own fp32 GEMM peak and peak GPU memory; writes benchmarks/results/es_gpu.md.
+# own fp32 GEMM peak and peak GPU memory, and P-ES on one Ray worker holding the GPU (the workers' loop,
+# as runtime.loop auto runs it on one machine); writes benchmarks/results/es_gpu.md.
 #   benchmarks/gpu.sh [--data-root DIR] [--generations N]      (DIR: $EVOPLAT_DATA, else evoplat's cache)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
