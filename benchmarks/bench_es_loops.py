@@ -42,7 +42,10 @@ def one_run(preset: str, loop: str, generations: int, data_root: str, run_dir: P
             "--data-root", data_root, "--run-dir", str(run_dir), "--set", f"es.generations={generations}",
             "--set", f"runtime.loop={loop}"]
     t0 = time.monotonic()
-    subprocess.run(argv, check=True, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        sys.exit(f"bench_es_loops.py: {preset} with runtime.loop={loop} failed: {lines[-1]}")
     wall = time.monotonic() - t0
     summary = json.loads((run_dir / "summary.json").read_text())
     metric = "test_acc" if "test_acc" in summary else "test_return"
