@@ -135,7 +135,7 @@ def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers:
     when the local instance connect() started (`started_now`: for this pool, else for an earlier one)
     cannot hold all `num_workers` (it will never grow)."""
     import ray
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = _live_nodes()
     if _started_here is not None and _started_here == ray.get_runtime_context().gcs_address:
         for kind, per, option in (("CPU", cpus_per_worker, "cpus"), ("GPU", gpus_per_worker, "gpus")):
             have = sum(r.get(kind, 0.0) for r in nodes)
@@ -161,7 +161,7 @@ def check_resources(cpus_per_worker: float, gpus_per_worker: float, num_workers:
         raise ClusterError(f"cluster error: runtime.cpus_per_worker={cpus_per_worker:g} but no node of the Ray "
                            f"cluster has more than {most_cpus:g} CPUs ({len(nodes)} nodes); lower it")
     # a node with enough CPUs and one with enough GPUs may still differ: require one with both
-    if not any(r.get("CPU", 0.0) >= cpus_per_worker and r.get("GPU", 0.0) >= gpus_per_worker for r in nodes):
+    if not _hosts(nodes, cpus_per_worker, gpus_per_worker):
         raise ClusterError(f"cluster error: no node of the Ray cluster has both {cpus_per_worker:g} CPUs and "
                            f"{gpus_per_worker:g} GPUs for one worker")
 
@@ -174,6 +174,16 @@ def worker_nodes(runtime_cfg) -> int:
         if not (runtime_cfg.address or os.environ.get("RAY_ADDRESS")):
             return 1
         connect(runtime_cfg.address)
-    return sum(1 for n in ray.nodes() if n.get("Alive")
-               and n.get("Resources", {}).get("CPU", 0.0) >= runtime_cfg.cpus_per_worker
-               and n.get("Resources", {}).get("GPU", 0.0) >= runtime_cfg.gpus_per_worker)
+    nodes = _live_nodes()
+    return len(_hosts(nodes, runtime_cfg.cpus_per_worker, runtime_cfg.gpus_per_worker))
+
+
+def _live_nodes() -> list[dict]:
+    """The resources of every live node of the Ray cluster this process is connected to."""
+    import ray
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def _hosts(nodes: list[dict], cpus: float, gpus: float) -> list[dict]:
+    """The nodes (their resources) with both the CPUs and the GPUs of one worker."""
+    return [r for r in nodes if r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= gpus]
