@@ -139,8 +139,9 @@ def ray_pool(cfg, data_root, workers: int):
     from evoplat.platform.population.worker_loop import ESLoopHost
     from evoplat.platform.runtime.pool import WorkerPool
     host = ESLoopHost if cfg.runtime.loop == "workers" else ESEvaluator
-    pool = WorkerPool(functools.partial(host, cfg, data_root, "cpu"), workers, cpus_per_worker=1,
-                      shared_memory=cfg.runtime.shared_memory)
+    # the device follows runtime.gpus_per_worker, as in a run
+    pool = WorkerPool(functools.partial(host, cfg, data_root), workers, cpus_per_worker=1,
+                      gpus_per_worker=cfg.runtime.gpus_per_worker, shared_memory=cfg.runtime.shared_memory)
     pool.wait_ready(timeout=600)
     return pool
 

@@ -9,7 +9,6 @@ benchmarks/gpu.sh; `--device cpu` exercises the same code without a GPU.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, write  # noqa: E402
-from _pes import local_pool, pes_config, time_es, time_worker_loop, uptime  # noqa: E402
+from _pes import local_pool, on_ray, pes_config, time_es, time_worker_loop, uptime  # noqa: E402
+
+from evoplat.platform.runtime.cluster import connect  # noqa: E402
 
 
 def gemm_peak(device: str, n: int = 4096) -> float:
@@ -36,21 +37,6 @@ def gemm_peak(device: str, n: int = 4096) -> float:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def on_a_ray_worker(cfg, data_root, device: str, generations: int) -> dict:
-    """P-ES timed with the workers' loop on one Ray worker that holds the device (a GPU: one of it)."""
-    from evoplat.platform.population.worker_loop import ESLoopHost
-    from evoplat.platform.runtime.cluster import connect
-    from evoplat.platform.runtime.pool import WorkerPool
-    connect()
-    pool = WorkerPool(functools.partial(ESLoopHost, cfg, data_root, device), 1, cpus_per_worker=1,
-                      gpus_per_worker=cfg.runtime.gpus_per_worker)
-    try:
-        pool.wait_ready(timeout=600)
-        return time_worker_loop(cfg, pool, generations)
-    finally:
-        pool.shutdown()
 
 
 def main() -> None:
@@ -78,10 +64,11 @@ def main() -> None:
             mem = torch.cuda.max_memory_allocated() / 2**20 if gpus else float("nan")
             rows.append((label, kind, r["gen_s"], r["eval_s"], r["tell_s"], mem))
             print(rows[-1], flush=True)
+    connect()                             # a local Ray instance for the one-worker rows
     for kind in ("full", "lowrank"):
         cfg = pes_config(kind, 1, chunk=args.chunk, workers=1, loop="workers")
         cfg.runtime.gpus_per_worker = gpus
-        r = on_a_ray_worker(cfg, args.data_root, args.device, args.generations)
+        r = on_ray(cfg, args.data_root, 1, time_worker_loop, generations=args.generations)
         rows.append(("P-ES on 1 Ray worker, the workers' loop", kind, r["gen_s"], r["eval_s"], r["tell_s"], float("nan")))
         print(rows[-1], flush=True)
     lines = [header(f"ES on {name}"), f"- fp32 GEMM peak (4096^3) on this device: **{peak:.0f} GFLOP/s**",
